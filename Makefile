@@ -1,0 +1,48 @@
+# The two commands a newcomer needs: `make run` and `make test`. Both set up what they need.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATA ?= data/ml-100k
+MODEL ?= artifacts/rlm-small
+STAMP := $(VENV)/.installed
+
+.PHONY: run test setup lint data train eval bench-quality clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first and pinned: the CPU wheel on disk, never a multi-GB CUDA download.
+	$(BIN)/python -m pip install --quiet "torch==2.13.0"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+data: setup
+	$(BIN)/promptrec data fetch --out $(DATA)
+
+# Until the service exists, `make run` evaluates the shipped default model (training it only if
+# it is missing) and prints the quality table.
+run: data
+	test -f $(MODEL)/model.safetensors || $(BIN)/promptrec train --preset small --data $(DATA) --out $(MODEL)
+	$(BIN)/promptrec eval --model $(MODEL) --data $(DATA) --no-baselines
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+train: data
+	$(BIN)/promptrec train --preset small --data $(DATA) --out $(MODEL)
+
+eval: data
+	$(BIN)/promptrec eval --model $(MODEL) --data $(DATA) --sensitivity --speed
+
+# Writes bench/results/rlm_quality.json (RLM vs baselines, sensitivity, ranking speed).
+bench-quality: data
+	$(BIN)/python bench/rlm_quality.py --model $(MODEL) --data $(DATA) --out bench/results/rlm_quality.json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

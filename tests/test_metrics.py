@@ -1,0 +1,50 @@
+import math
+
+import numpy as np
+import pytest
+
+from models.metrics import (
+    hit_rate,
+    ndcg,
+    paired_bootstrap_ci,
+    per_user_metrics,
+    summarize,
+    target_ranks,
+)
+
+
+def test_ranks_count_items_scored_at_least_as_high_as_the_target():
+    scores = np.array([[0.1, 0.9, 0.5, 0.3], [0.4, 0.4, 0.4, 0.4]])
+    # Row 0: target item 2 (0.5) is beaten by item 1 only. Row 1: ties count against the target.
+    assert target_ranks(scores, np.array([2, 0]), exclude=None).tolist() == [1, 3]
+
+
+def test_excluded_items_are_removed_before_ranking_but_never_the_target():
+    scores = np.array([[0.1, 0.9, 0.5, 0.3]])
+    assert target_ranks(scores, np.array([2]), exclude=[[1]]).tolist() == [0]
+    assert target_ranks(scores, np.array([2]), exclude=[[1, 2]]).tolist() == [0]
+
+
+def test_hit_rate_and_ndcg_by_hand():
+    ranks = np.array([0, 1, 4, 5, 9, 10])
+    assert hit_rate(ranks, 5).tolist() == [1, 1, 1, 0, 0, 0]
+    assert hit_rate(ranks, 10).tolist() == [1, 1, 1, 1, 1, 0]
+    expected = [1.0, 1 / math.log2(3), 1 / math.log2(6), 1 / math.log2(7), 1 / math.log2(11), 0.0]
+    assert ndcg(ranks, 10) == pytest.approx(expected)
+    assert ndcg(ranks, 5)[3] == 0.0
+
+
+def test_summary_averages_over_users():
+    summary = summarize(per_user_metrics(np.array([0, 20])))
+    assert summary["HR@10"] == 0.5
+    assert summary["NDCG@10"] == 0.5
+
+
+def test_paired_bootstrap_interval_brackets_the_mean_difference():
+    rng = np.random.default_rng(0)
+    a = rng.random(500)
+    lo, hi = paired_bootstrap_ci(a + 0.1, a)
+    assert lo == pytest.approx(0.1) and hi == pytest.approx(0.1)
+    b = rng.random(500)
+    lo, hi = paired_bootstrap_ci(a, b)
+    assert lo < (a - b).mean() < hi

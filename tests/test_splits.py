@@ -1,0 +1,55 @@
+import numpy as np
+
+from models.data.splits import SplitConfig, make_splits
+from models.rlm.corpus import CorpusConfig, TrainingCorpus
+from models.user_context import ItemCatalog, user_profiles
+
+
+def test_leave_one_out_is_chronological(data, splits):
+    frame = data.interactions.sort_values(["user", "timestamp"], kind="stable")
+    for u, user in enumerate(splits.users):
+        external = list(frame.loc[frame["user"] == user, "item"])
+        internal = [*splits.train[u], splits.valid[u], splits.test[u]]
+        assert [splits.item_ids[i] for i in internal] == external
+
+
+def test_item_ids_are_a_seeded_random_permutation(data):
+    a, b = make_splits(data, SplitConfig(seed=0)), make_splits(data, SplitConfig(seed=0))
+    c = make_splits(data, SplitConfig(seed=1))
+    assert a.item_ids == b.item_ids
+    assert a.item_ids != c.item_ids
+    assert a.item_ids != sorted(a.item_ids)  # not numbered by order of appearance or name
+
+
+def test_cold_users_are_a_seeded_fifth(splits):
+    assert splits.cold.sum() == round(0.2 * len(splits.users))
+    assert 0 < splits.cold.sum() < len(splits.users)
+
+
+def test_no_training_sample_reveals_a_validation_or_test_target(data, splits):
+    catalog = ItemCatalog.build(data.items, splits)
+    corpus = TrainingCorpus(
+        splits,
+        catalog,
+        user_profiles(data.users, splits),
+        max_history=10,
+        config=CorpusConfig(direct_fraction=0.5),
+    )
+    token_of = {i: f"item_{i}" for i in range(splits.n_items)}
+    users_seen = set()
+    for epoch in range(2):
+        for sample in corpus.epoch(np.random.default_rng(epoch)):
+            if sample.user is None:  # an item content document: no user, no interaction
+                assert not any(t.startswith("item_") for t in sample.tokens)
+                continue
+            u = sample.user
+            users_seen.add(u)
+            assert not splits.cold[u], "cold users never reach RLM training"
+            held_out = {splits.valid[u], splits.test[u]} - set(splits.train[u])
+            history_tokens = {t for t in sample.tokens if t.startswith("item_")}
+            candidates = set(sample.candidates or [])
+            shown = history_tokens - {token_of[c] for c in candidates}
+            assert not shown & {token_of[i] for i in held_out}
+            assert not set(sample.targets) & held_out
+            assert not candidates & held_out
+    assert users_seen == set(np.flatnonzero(~splits.cold))
