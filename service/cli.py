@@ -72,6 +72,22 @@ def build_parser() -> argparse.ArgumentParser:
     sens.add_argument("--data", type=Path, default=DEFAULT_DATA)
     sens.add_argument("--template", default="seq-1")
     sens.set_defaults(run=_sensitivity)
+
+    serve = commands.add_parser("serve", help="run the REST gateway (uvicorn)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--model", type=Path, help="model directory (PROMPTREC_MODEL_PATH)")
+    serve.add_argument("--log-level", default="warning", help="uvicorn's own log level")
+    serve.set_defaults(run=_serve)
+
+    db = commands.add_parser("db", help="the service database (PROMPTREC_DATABASE_URL)")
+    db_commands = db.add_subparsers(title="db commands")
+    upgrade = db_commands.add_parser("upgrade", help="alembic upgrade head")
+    upgrade.add_argument("--revision", default="head")
+    upgrade.set_defaults(run=_db_upgrade)
+    load = db_commands.add_parser("load-dataset", help="users, items, interactions of a dataset")
+    load.add_argument("--data", type=Path, default=DEFAULT_DATA, help="dataset directory")
+    load.set_defaults(run=_db_load_dataset)
     return parser
 
 
@@ -164,6 +180,44 @@ def _sensitivity(args: argparse.Namespace) -> int:
     lm, catalog, profiles = load_context(args.model, data, splits)
     result = sensitivity(lm, splits, catalog, profiles, args.template)
     print(json.dumps(result, indent=1))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.api.app import create_app
+    from service.settings import Settings
+
+    overrides = {"model_path": args.model} if args.model else {}
+    app = create_app(Settings(**overrides))
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    return 0
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    from service.db import migrate
+    from service.settings import get_settings
+
+    url = get_settings().database_url
+    migrate.upgrade(url, args.revision)
+    print(f"database at revision {args.revision}")
+    return 0
+
+
+def _db_load_dataset(args: argparse.Namespace) -> int:
+    from service.db import migrate
+    from service.db.dataset_loader import load_dataset
+    from service.db.engine import make_sync_engine
+    from service.settings import get_settings
+
+    url = get_settings().database_url
+    migrate.upgrade(url)
+    engine = make_sync_engine(url)
+    try:
+        print(load_dataset(engine, args.data).line())
+    finally:
+        engine.dispose()
     return 0
 
 

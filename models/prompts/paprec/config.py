@@ -1,0 +1,32 @@
+"""PAP-REC search settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PaprecConfig:
+    template: str = "seq-2"
+    """Manual template that fills the history part; triggers follow it."""
+    task_tokens: int = 5
+    """m: trigger tokens shared by every user of the task."""
+    personal_tokens: int = 2
+    """d: trigger tokens per user, after the task tokens."""
+    init_token: str = "the"
+    """Word every trigger starts as."""
+    candidates: int = 5
+    """k: candidates per trigger position, the top-k of grad . E^T over the word vocabulary."""
+    metrics: tuple[str, ...] = ("NDCG@10", "HR@10")
+    """Surrogate: the sum of these, computed by exact ranking on the selection examples."""
+    selection_per_user: int = 4
+    """Each user's last few training interactions used as selection examples."""
+    held_out_per_user: int = 1
+    """Of those, the most recent ones kept out of the search to decide keep/discard."""
+    task_users: int = 400
+    """Users whose selection examples drive the task-level search (a seeded sample)."""
+    max_cycles: int = 3
+    """A cycle is one round per trigger position; stop early when a cycle accepts nothing."""
+    max_seconds: float | None = None
+    batch_size: int = 512
+    seed: int = 0

@@ -1,0 +1,311 @@
+"""PAP-REC prompt search on a frozen RLM (DESIGN §4), made fast and exact.
+
+Layout `[history part] T1..Tm P1..Pd`. A round picks one trigger position, takes the gradient of
+the targets' log-likelihood w.r.t. that position's input embedding (averaged over all examples
+for a task token, over each user's own examples for a personal token), proposes the top-k words
+of `grad . E^T` (HotFlip/AutoPrompt) and accepts a candidate only if it strictly improves the
+surrogate metric computed by exact one-step ranking of all items.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from models.metrics import per_user_metrics
+from models.prompts.paprec.config import PaprecConfig
+from models.prompts.paprec.state import PaprecState, UserOutcome
+from models.prompts.selection import SearchExamples
+from models.ranking import item_logits, pad_rows
+from models.rlm.model import RecLM
+from models.templates import TEMPLATES, render_tokens
+from models.text import is_word
+
+
+@dataclass
+class _Batch:
+    """Selection examples prepared once: base prompt ids, targets, items to exclude."""
+
+    base: list[list[int]]
+    targets: np.ndarray
+    exclude: list[list[int]]
+    owner: np.ndarray
+
+
+class PaprecSearch:
+    name = "paprec"
+
+    def __init__(self, lm: RecLM, config: PaprecConfig | None = None, progress: bool = True):
+        config = config or PaprecConfig()
+        self.lm, self.config, self.progress = lm, config, progress
+        self.template = TEMPLATES[config.template]
+        self.vocab = lm.tokenizer.get_vocab()
+        self.inverse = {i: t for t, i in self.vocab.items()}
+        words = sorted(i for t, i in self.vocab.items() if is_word(t))
+        self.word_ids = torch.tensor(words, dtype=torch.long, device=lm.device)
+        if config.init_token not in self.vocab:
+            raise ValueError(f"init token {config.init_token!r} is not in the model's vocabulary")
+        for p in lm.model.parameters():
+            p.requires_grad_(False)
+        lm.model.eval()
+
+    # ---- encoding -------------------------------------------------------------------------
+    def prepare(self, examples: SearchExamples, rows: Sequence[int]) -> _Batch:
+        unk = self.lm.tokenizer.unk_token_id
+        base = [
+            [
+                self.vocab.get(t, unk)
+                for t in render_tokens(self.template, examples.fields[j], self.lm.max_history)
+            ]
+            for j in rows
+        ]
+        return _Batch(
+            base=base,
+            targets=np.array([examples.targets[j] for j in rows], dtype=np.int64),
+            # Seen items are not ranked, except a target seen before (as the metrics do).
+            exclude=[
+                [i for i in examples.fields[j].history if i != examples.targets[j]] for j in rows
+            ],
+            owner=np.array([examples.owner[j] for j in rows], dtype=np.int64),
+        )
+
+    def ids(self, tokens: Sequence[str]) -> list[int]:
+        return [self.vocab[t] for t in tokens]
+
+    def tokens(self, ids: Sequence[int]) -> list[str]:
+        return [self.inverse[int(i)] for i in ids]
+
+    def _encode(self, batch: _Batch, rows: range, triggers: Callable[[int], list[int]]):
+        eos = self.lm.tokenizer.eos_token_id
+        encoded = [batch.base[j] + triggers(j) + [eos] for j in rows]
+        return pad_rows(encoded, self.lm.tokenizer.pad_token_id, self.lm.device)
+
+    def _logits(self, batch: _Batch, rows: range, ids, mask, embeds=None) -> torch.Tensor:
+        logits = item_logits(self.lm.model, ids, mask, self.lm.item_token_ids(), embeds).float()
+        for r, j in enumerate(rows):  # rank only items the user has not seen
+            logits[r, batch.exclude[j]] = float("-inf")
+        return logits
+
+    # ---- the two measurements ---------------------------------------------------------------
+    @torch.no_grad()
+    def example_scores(self, batch: _Batch, triggers) -> tuple[np.ndarray, np.ndarray]:
+        """Per example: surrogate (sum of the configured metrics) and target log-probability."""
+        surrogate, logp = [], []
+        for lo in range(0, len(batch.base), self.config.batch_size):
+            rows = range(lo, min(lo + self.config.batch_size, len(batch.base)))
+            logits = self._logits(batch, rows, *self._encode(batch, rows, triggers))
+            targets = torch.as_tensor(batch.targets[lo : rows.stop], device=logits.device)
+            target_logit = logits.gather(1, targets[:, None])
+            ranks = (logits >= target_logit).sum(1) - 1
+            metrics = per_user_metrics(ranks.cpu().numpy())
+            surrogate.append(sum(metrics[m] for m in self.config.metrics))
+            logp.append((target_logit[:, 0] - torch.logsumexp(logits, dim=1)).cpu().numpy())
+        return np.concatenate(surrogate), np.concatenate(logp)
+
+    def trigger_gradients(self, batch: _Batch, triggers, position: int) -> torch.Tensor:
+        """d log p(target) / d (input embedding at trigger `position`), one row per example."""
+        embedding = self.lm.model.get_input_embeddings()
+        grads = []
+        for lo in range(0, len(batch.base), self.config.batch_size):
+            rows = range(lo, min(lo + self.config.batch_size, len(batch.base)))
+            ids, mask = self._encode(batch, rows, triggers)
+            embeds = embedding(ids).detach().requires_grad_(True)
+            logits = self._logits(batch, rows, ids, mask, embeds)
+            targets = torch.as_tensor(batch.targets[lo : rows.stop], device=logits.device)
+            logp = torch.log_softmax(logits, dim=1).gather(1, targets[:, None])
+            logp.sum().backward()
+            at = torch.tensor([len(batch.base[j]) + position for j in rows], device=logits.device)
+            grads.append(embeds.grad[torch.arange(len(rows)), at])
+        return torch.cat(grads)
+
+    def candidate_scores(self, grad: torch.Tensor) -> torch.Tensor:
+        """First-order gain in log-likelihood of each word: grad . E^T over the word vocabulary."""
+        words = self.lm.model.get_input_embeddings().weight[self.word_ids]
+        return grad @ words.T
+
+    def top_candidates(self, grad: torch.Tensor, current: Sequence[int]) -> torch.Tensor:
+        """[rows, k] word ids, best first, never the token already in place."""
+        scores = self.candidate_scores(grad)
+        current_t = torch.as_tensor(list(current), device=scores.device)
+        scores[self.word_ids[None, :] == current_t[:, None]] = float("-inf")
+        top = torch.topk(scores, self.config.candidates, dim=1).indices
+        return self.word_ids[top]
+
+    # ---- rounds -----------------------------------------------------------------------------
+    def task_round(
+        self, batch: _Batch, task: list[int], personal: np.ndarray, position: int, best: float
+    ) -> tuple[float, bool]:
+        """Try the top-k words at task position `position`; keep the best if strictly better."""
+
+        def triggers_with(t: list[int]):
+            return lambda j: t + personal[batch.owner[j]].tolist()
+
+        grad = self.trigger_gradients(batch, triggers_with(task), position).mean(0, keepdim=True)
+        accepted = False
+        for word in self.top_candidates(grad, [task[position]])[0].tolist():
+            trial = [*task[:position], word, *task[position + 1 :]]
+            score = float(self.example_scores(batch, triggers_with(trial))[0].mean())
+            if score > best:
+                best, accepted, chosen = score, True, trial
+        if accepted:
+            task[:] = chosen
+        return best, accepted
+
+    def personal_round(
+        self, batch: _Batch, task: list[int], personal: np.ndarray, slot: int, best: np.ndarray
+    ) -> int:
+        """Every user tries their own c-th candidate at once; each keeps it only if it helps them.
+
+        `personal` [users, d] and `best` [users] (per-user mean surrogate) are updated in place;
+        returns how many users accepted a new token.
+        """
+
+        def triggers(j: int) -> list[int]:
+            return task + personal[batch.owner[j]].tolist()
+
+        n_users = len(best)
+        grad = self.trigger_gradients(batch, triggers, len(task) + slot)
+        per_user = torch.zeros((n_users, grad.shape[1]), device=grad.device)
+        per_user.index_add_(0, torch.as_tensor(batch.owner, device=grad.device), grad)
+        candidates = self.top_candidates(per_user, personal[:, slot].tolist()).cpu().numpy()
+        counts = np.bincount(batch.owner, minlength=n_users).clip(min=1)
+        accepted = np.zeros(n_users, dtype=bool)
+        for c in range(candidates.shape[1]):
+            trial = personal.copy()
+            trial[:, slot] = candidates[:, c]
+            scores = self.example_scores(
+                batch, lambda j, t=trial: task + t[batch.owner[j]].tolist()
+            )[0]
+            user_scores = np.bincount(batch.owner, weights=scores, minlength=n_users) / counts
+            better = user_scores > best
+            personal[better, slot] = candidates[better, c]
+            best[better] = user_scores[better]
+            accepted |= better
+        return int(accepted.sum())
+
+    # ---- searches ---------------------------------------------------------------------------
+    def search_task(
+        self,
+        examples: SearchExamples,
+        state: PaprecState | None = None,
+        on_round: Callable[[PaprecState], None] | None = None,
+    ) -> PaprecState:
+        """Task-level search alternating with personal rounds for the users in `examples`.
+
+        Returns the state with task tokens; personal outcomes for these users are then decided
+        by `search_personal` with the task tokens frozen.
+        """
+        cfg = self.config
+        state = state or PaprecState(task_tokens=[cfg.init_token] * cfg.task_tokens)
+        batch = self.prepare(examples, examples.subset(held_out=False))
+        task = self.ids(state.task_tokens)
+        personal = np.full((len(examples.users), cfg.personal_tokens), self.vocab[cfg.init_token])
+        best = float(
+            self.example_scores(batch, lambda j: task + personal[batch.owner[j]].tolist())[0].mean()
+        )
+        user_best = self._user_means(batch, task, personal, len(examples.users))
+        started, rounds_done = time.monotonic(), len(state.task_history)
+        total = cfg.max_cycles * cfg.task_tokens
+        bar = tqdm(
+            total=total,
+            initial=min(rounds_done, total),
+            disable=not self.progress,
+            desc="task search",
+            unit="round",
+        )
+        quiet = 0
+        for r in range(rounds_done, total):
+            position = r % cfg.task_tokens
+            best, accepted = self.task_round(batch, task, personal, position, best)
+            moved = (
+                self.personal_round(
+                    batch, task, personal, position % cfg.personal_tokens, user_best
+                )
+                if cfg.personal_tokens
+                else 0
+            )
+            if moved:  # personal tokens changed: the task surrogate is measured anew
+                best = float(
+                    self.example_scores(batch, lambda j: task + personal[batch.owner[j]].tolist())[
+                        0
+                    ].mean()
+                )
+            state.task_tokens = self.tokens(task)
+            state.task_history.append(
+                {
+                    "round": r,
+                    "position": position,
+                    "accepted": accepted,
+                    "tokens": " ".join(state.task_tokens),
+                    "surrogate": round(best, 5),
+                    "users_moved": moved,
+                }
+            )
+            bar.update(1)
+            bar.set_postfix(surrogate=f"{best:.4f}")
+            if on_round:
+                on_round(state)
+            quiet = 0 if (accepted or moved) else quiet + 1
+            if quiet >= cfg.task_tokens:  # a full cycle brought nothing
+                break
+            if cfg.max_seconds and time.monotonic() - started > cfg.max_seconds:
+                break
+        bar.close()
+        return state
+
+    def _user_means(self, batch: _Batch, task: list[int], personal: np.ndarray, n_users: int):
+        scores = self.example_scores(batch, lambda j: task + personal[batch.owner[j]].tolist())[0]
+        counts = np.bincount(batch.owner, minlength=n_users).clip(min=1)
+        return np.bincount(batch.owner, weights=scores, minlength=n_users) / counts
+
+    def search_personal(
+        self, examples: SearchExamples, task_tokens: Sequence[str], max_cycles: int | None = None
+    ) -> dict[str, UserOutcome]:
+        """Incremental mode: task tokens frozen, personal tokens searched for these users only.
+
+        A user keeps personal tokens only if, on their held-out examples, the target
+        log-likelihood beats the task-level prompt's (on the search examples when they have
+        none held out). Nothing outside `examples` is read or changed.
+        """
+        cfg = self.config
+        n_users = len(examples.users)
+        task = self.ids(task_tokens)
+        search = self.prepare(examples, examples.subset(held_out=False))
+        held = self.prepare(examples, examples.subset(held_out=True))
+        personal = np.full((n_users, cfg.personal_tokens), self.vocab[cfg.init_token])
+        none = np.zeros((n_users, 0), dtype=np.int64)
+        before = self._user_means(search, task, none, n_users)
+        best = self._user_means(search, task, personal, n_users)
+        for _ in range(max_cycles or cfg.max_cycles):
+            moved = sum(
+                self.personal_round(search, task, personal, slot, best)
+                for slot in range(cfg.personal_tokens)
+            )
+            if not moved:
+                break
+        check = held if len(held.base) else search
+        logp_before = self._user_logp(check, task, none, n_users)
+        logp_after = self._user_logp(check, task, personal, n_users)
+        has_check = np.bincount(check.owner, minlength=n_users) > 0
+        outcomes = {}
+        for u, user in enumerate(examples.users):
+            kept = bool(has_check[u] and logp_after[u] > logp_before[u] and best[u] >= before[u])
+            outcomes[user] = UserOutcome(
+                tokens=self.tokens(personal[u]),
+                surrogate_before=round(float(before[u]), 5),
+                surrogate_after=round(float(best[u]), 5),
+                held_out_logp_before=round(float(logp_before[u]), 5),
+                held_out_logp_after=round(float(logp_after[u]), 5),
+                kept=kept,
+            )
+        return outcomes
+
+    def _user_logp(self, batch: _Batch, task: list[int], personal: np.ndarray, n_users: int):
+        logp = self.example_scores(batch, lambda j: task + personal[batch.owner[j]].tolist())[1]
+        counts = np.bincount(batch.owner, minlength=n_users).clip(min=1)
+        return np.bincount(batch.owner, weights=logp, minlength=n_users) / counts

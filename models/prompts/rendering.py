@@ -1,0 +1,39 @@
+"""The PAP-REC prompt layout: `[history part] T1..Tm P1..Pd`.
+
+A manual template fills the history part (and, if it has them, the profile and taste fields);
+the task-level trigger tokens T shared by all users and the user's personal tokens P follow it.
+With no trigger tokens this is exactly the manual template.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from models.templates import PromptFields, Template, render_tokens
+
+DEFAULT_TEMPLATE = {"sequential": "seq-2", "direct": "direct-1"}
+
+
+@dataclass(frozen=True)
+class UserPrompt:
+    """What a user's prompt adds to the template: shared task tokens, then personal tokens."""
+
+    task_tokens: tuple[str, ...] = ()
+    personal_tokens: tuple[str, ...] = ()
+
+    @property
+    def personalized(self) -> bool:
+        return bool(self.personal_tokens)
+
+    def text(self) -> str:
+        return " ".join((*self.task_tokens, *self.personal_tokens))
+
+
+def render_prompt(
+    template: Template, fields: PromptFields, prompt: UserPrompt, max_history: int
+) -> list[str]:
+    return [
+        *render_tokens(template, fields, max_history),
+        *prompt.task_tokens,
+        *prompt.personal_tokens,
+    ]

@@ -1,0 +1,55 @@
+"""Selection data for prompt search: each user's last few *training* interactions.
+
+Using several recent interactions (not the validation item alone) keeps personal tokens from
+overfitting one item; the validation and test items are never looked at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from models.templates import PromptFields
+from models.user_context import ItemCatalog
+
+
+@dataclass
+class SearchExamples:
+    """Flat lists, one entry per example; `owner[j]` indexes `users`."""
+
+    users: list[str]
+    owner: list[int]
+    fields: list[PromptFields]
+    targets: list[int]
+    held_out: list[bool]  # True: kept out of the search, used to decide keep/discard
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def subset(self, held_out: bool) -> list[int]:
+        return [j for j, h in enumerate(self.held_out) if h == held_out]
+
+
+def build_examples(
+    users: Sequence[str],
+    histories: Sequence[Sequence[int]],
+    profiles: Sequence[Sequence[str]],
+    catalog: ItemCatalog,
+    per_user: int = 4,
+    held_out_per_user: int = 1,
+) -> SearchExamples:
+    """For each user, predict each of their last `per_user` items from the items before it.
+
+    The most recent `held_out_per_user` of those are held out of the search: a user's personal
+    tokens are kept only if they also help there. Users with too short a history get fewer.
+    """
+    out = SearchExamples(list(users), [], [], [], [])
+    for u, (history, profile) in enumerate(zip(histories, profiles, strict=True)):
+        n = min(per_user, len(history) - 1)
+        for back in range(n, 0, -1):
+            prefix = list(history[: len(history) - back])
+            out.owner.append(u)
+            out.fields.append(PromptFields(prefix, list(profile), catalog.taste_words(prefix)))
+            out.targets.append(history[len(history) - back])
+            out.held_out.append(back <= held_out_per_user and n > held_out_per_user)
+    return out

@@ -1,0 +1,129 @@
+"""Admin routes (X-API-Key): prompt-search jobs and prompt rollback."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, Query, status
+
+from service.api.deps import AdminDep, RuntimeDep, SessionDep
+from service.api.routes.prompts import prompt_view
+from service.api.schemas import (
+    ID_PATTERN,
+    JobCreate,
+    JobCreated,
+    JobUserView,
+    JobView,
+    Problem,
+    PromptView,
+    Task,
+)
+from service.prompt_lookup import invalidate_user_prompt, served_prompt
+from service.repositories import jobs, users
+from service.repositories import prompts as prompt_repo
+
+router = APIRouter(
+    prefix="/v1/admin",
+    tags=["admin"],
+    dependencies=[AdminDep],
+    responses={
+        401: {"model": Problem, "description": "missing X-API-Key"},
+        403: {"model": Problem, "description": "wrong API key"},
+    },
+)
+
+UserId = Annotated[str, Path(pattern=ID_PATTERN, description="the user's id")]
+JobId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="the job's id")]
+
+
+@router.post(
+    "/prompt-search-jobs",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobCreated,
+    responses={422: {"model": Problem, "description": "invalid input or unknown users"}},
+)
+async def create_search_job(
+    body: JobCreate, runtime: RuntimeDep, session: SessionDep
+) -> JobCreated:
+    """Queue a prompt search for the given users, or for a scope: `new` (no personal prompt yet
+    and enough events), `drifting` (enough events since the last search), `all`."""
+    settings = runtime.settings
+    if body.user_ids is not None:
+        missing = set(body.user_ids) - await users.existing_user_ids(session, body.user_ids)
+        if missing:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                f"unknown users: {', '.join(sorted(missing)[:20])}",
+            )
+        scope, user_ids = "users", body.user_ids
+    else:
+        scope = body.scope or "all"
+        user_ids = await users.scope_user_ids(
+            session, scope, body.task, settings.new_user_events, settings.drift_events
+        )
+    job = await jobs.create_job(session, body.task, scope, runtime.fingerprint, user_ids)
+    if not job.users:
+        job.status = "done"  # nothing to search
+    await session.commit()
+    return JobCreated(
+        job_id=job.job_id, status=job.status, task=body.task, scope=scope, user_count=len(user_ids)
+    )
+
+
+@router.get(
+    "/prompt-search-jobs/{job_id}",
+    response_model=JobView,
+    responses={404: {"model": Problem, "description": "unknown job"}},
+)
+async def get_search_job(job_id: JobId, session: SessionDep) -> JobView:
+    job = await jobs.get_job(session, job_id)
+    if job is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown job {job_id}")
+    return JobView(
+        job_id=job.job_id,
+        task=job.task,
+        scope=job.scope,
+        status=job.status,
+        model=job.model_fingerprint,
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        counts=dict(Counter(u.status for u in job.users)),
+        users=[
+            JobUserView(
+                user_id=u.user_id,
+                status=u.status,
+                outcome=u.outcome,
+                error=u.error,
+                attempts=u.attempts,
+            )
+            for u in job.users
+        ],
+    )
+
+
+@router.post(
+    "/users/{user_id}/prompt/rollback",
+    response_model=PromptView,
+    responses={
+        404: {"model": Problem, "description": "unknown user"},
+        409: {"model": Problem, "description": "no personal prompt to roll back"},
+    },
+)
+async def roll_back_prompt(
+    user_id: UserId,
+    task: Annotated[Task, Query(description="sequential or direct")],
+    runtime: RuntimeDep,
+    session: SessionDep,
+) -> PromptView:
+    """Drop the user's current personal prompt version: the previous one is served again (or
+    the task-level prompt after version 1). The dropped version stays in the database."""
+    if await users.get_user(session, user_id) is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown user {user_id}")
+    result = await prompt_repo.roll_back_user_prompt(session, user_id, task, runtime.fingerprint)
+    if result is None:
+        raise HTTPException(status.HTTP_409_CONFLICT, "the user has no personal prompt")
+    await session.commit()
+    await invalidate_user_prompt(runtime.cache, runtime.fingerprint, task, user_id)
+    prompt = await served_prompt(session, runtime.cache, user_id, task, runtime.fingerprint)
+    return prompt_view(runtime, user_id, task, prompt)

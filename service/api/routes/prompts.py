@@ -1,0 +1,50 @@
+"""GET /v1/users/{user_id}/prompt: the prompt a user is served for a task."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, Query, status
+
+from service.api.deps import RuntimeDep, SessionDep
+from service.api.runtime import Runtime
+from service.api.schemas import ID_PATTERN, Problem, PromptView, Task
+from service.prompt_lookup import ServedPrompt, served_prompt
+from service.repositories import users
+
+router = APIRouter(prefix="/v1/users", tags=["prompts"])
+
+UserId = Annotated[str, Path(pattern=ID_PATTERN, description="the user's id")]
+TaskQuery = Annotated[Task, Query(description="sequential or direct")]
+
+
+def prompt_view(runtime: Runtime, user_id: str, task: str, prompt: ServedPrompt) -> PromptView:
+    return PromptView(
+        user_id=user_id,
+        task=task,
+        text=" ".join((*prompt.task_tokens, *prompt.personal_tokens)),
+        task_tokens=list(prompt.task_tokens),
+        personal_tokens=list(prompt.personal_tokens),
+        version=prompt.version,
+        task_version=prompt.task_version,
+        personalized=prompt.personalized,
+        metric_before=prompt.metric_before,
+        metric_after=prompt.metric_after,
+        metrics=prompt.metrics,
+        searched_at=prompt.searched_at,
+        model=runtime.fingerprint,
+    )
+
+
+@router.get(
+    "/{user_id}/prompt",
+    response_model=PromptView,
+    responses={404: {"model": Problem, "description": "unknown user"}},
+)
+async def get_prompt(
+    user_id: UserId, task: TaskQuery, runtime: RuntimeDep, session: SessionDep
+) -> PromptView:
+    if await users.get_user(session, user_id) is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown user {user_id}")
+    prompt = await served_prompt(session, runtime.cache, user_id, task, runtime.fingerprint)
+    return prompt_view(runtime, user_id, task, prompt)

@@ -1,0 +1,94 @@
+"""POST /v1/users/{user_id}/recommendations: rank items for a user with the user's prompt."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, status
+
+from models.prompts.rendering import UserPrompt
+from service.api.deps import RuntimeDep, SessionDep
+from service.api.schemas import (
+    ID_PATTERN,
+    Problem,
+    PromptInfo,
+    RecommendationRequest,
+    RecommendationResponse,
+    RecommendedItem,
+)
+from service.inference import RankRequest, prompt_tokens, user_profile
+from service.prompt_lookup import served_prompt
+from service.repositories import interactions, users
+
+router = APIRouter(prefix="/v1/users", tags=["recommendations"])
+
+UserId = Annotated[str, Path(pattern=ID_PATTERN, description="the user's id")]
+
+
+def _indices(index_of: dict[str, int], item_ids: list[str], what: str) -> list[int]:
+    unknown = [i for i in item_ids if i not in index_of]
+    if unknown:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"unknown items in {what}: {', '.join(sorted(set(unknown))[:20])}",
+        )
+    return [index_of[i] for i in item_ids]
+
+
+@router.post(
+    "/{user_id}/recommendations",
+    response_model=RecommendationResponse,
+    responses={
+        422: {"model": Problem, "description": "invalid input or unknown items"},
+        429: {"model": Problem, "description": "queue full; retry after Retry-After seconds"},
+        503: {"model": Problem, "description": "deadline exceeded"},
+    },
+)
+async def recommend(
+    user_id: UserId, body: RecommendationRequest, runtime: RuntimeDep, session: SessionDep
+) -> RecommendationResponse:
+    """Top `count` items for the user. A user never seen before is recorded and gets the
+    task-level prompt; `history` replaces the stored history; `candidates` must be known."""
+    catalog = runtime.catalog
+    user = await users.ensure_user(session, user_id)
+    await session.commit()
+    if body.history is not None:
+        history = _indices(catalog.index_of, body.history, "history")
+    else:
+        stored = await interactions.user_history(session, user_id)
+        # Items the database has but the model was not trained on cannot be shown to it.
+        history = [catalog.index_of[i] for i in stored if i in catalog.index_of]
+    candidates = (
+        _indices(catalog.index_of, body.candidates, "candidates") if body.candidates else None
+    )
+    prompt = await served_prompt(session, runtime.cache, user_id, body.task, runtime.fingerprint)
+    tokens = prompt_tokens(
+        runtime.lm,
+        catalog,
+        body.task,
+        history,
+        user_profile(user.age, user.gender, user.occupation),
+        UserPrompt(prompt.task_tokens, prompt.personal_tokens),
+        candidates or (),
+    )
+    request = RankRequest(
+        tokens=tokens,
+        count=body.count,
+        exclude=frozenset(history) if body.exclude_seen else frozenset(),
+        candidates=tuple(candidates) if candidates is not None else None,
+    )
+    ranked = await runtime.batcher.submit(request, runtime.settings.request_timeout_ms / 1000)
+    return RecommendationResponse(
+        recommendation_id=uuid.uuid4().hex,
+        items=[
+            RecommendedItem(item_id=catalog.item_ids[i], title=catalog.titles[i], score=s)
+            for i, s in zip(ranked.items, ranked.scores, strict=True)
+        ],
+        prompt=PromptInfo(
+            version=prompt.version,
+            task_version=prompt.task_version,
+            personalized=prompt.personalized,
+        ),
+        model=runtime.fingerprint,
+    )

@@ -1,0 +1,151 @@
+"""Request and response bodies of the REST API (OpenAPI at /docs)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
+Identifier = Annotated[
+    str,
+    Field(pattern=ID_PATTERN, description="1-128 characters: letters, digits and . _ : @ -"),
+]
+Task = Literal["sequential", "direct"]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RecommendationRequest(StrictModel):
+    task: Task = "sequential"
+    count: int = Field(10, ge=1, le=100, description="how many items to return")
+    candidates: list[Identifier] | None = Field(
+        None,
+        min_length=1,
+        max_length=1000,
+        description="rank only these known items (required for the direct task, at most 100)",
+    )
+    history: list[Identifier] | None = Field(
+        None, max_length=1000, description="known items, oldest first; replaces the stored history"
+    )
+    exclude_seen: bool = Field(True, description="leave out items in the history")
+
+    @model_validator(mode="after")
+    def _direct_needs_candidates(self) -> RecommendationRequest:
+        if self.task == "direct" and not self.candidates:
+            raise ValueError("the direct task needs a candidates list")
+        if self.task == "direct" and len(self.candidates or []) > 100:
+            raise ValueError("the direct task takes at most 100 candidates")
+        return self
+
+
+class RecommendedItem(BaseModel):
+    item_id: str
+    title: str
+    score: float = Field(description="log-probability of the item under the user's prompt")
+
+
+class PromptInfo(BaseModel):
+    version: int = Field(description="the user's prompt version; 0 = the task-level prompt")
+    task_version: int = Field(description="the task prompt set version; 0 = the plain template")
+    personalized: bool
+
+
+class RecommendationResponse(BaseModel):
+    recommendation_id: str
+    items: list[RecommendedItem]
+    prompt: PromptInfo
+    model: str = Field(description="fingerprint of the served model weights")
+
+
+class EventIn(StrictModel):
+    event_id: Identifier
+    user_id: Identifier
+    item_id: Identifier
+    timestamp: datetime = Field(description="ISO 8601 (UTC if no zone) or seconds since the epoch")
+    recommendation_id: Identifier | None = None
+
+
+class EventsRequest(StrictModel):
+    events: list[EventIn] = Field(min_length=1, max_length=1000)
+
+
+class EventResult(BaseModel):
+    event_id: str
+    status: Literal["accepted", "duplicate", "rejected"]
+    reason: str | None = None
+
+
+class EventsResponse(BaseModel):
+    accepted: int
+    duplicates: int
+    rejected: int
+    results: list[EventResult]
+
+
+class PromptView(BaseModel):
+    user_id: str
+    task: Task
+    text: str = Field(description="task tokens then personal tokens, as the model reads them")
+    task_tokens: list[str]
+    personal_tokens: list[str]
+    version: int
+    task_version: int
+    personalized: bool
+    metric_before: float | None = None
+    metric_after: float | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    searched_at: datetime | None = None
+    model: str
+
+
+class JobCreate(StrictModel):
+    task: Task = "sequential"
+    user_ids: list[Identifier] | None = Field(None, min_length=1, max_length=10_000)
+    scope: Literal["new", "drifting", "all"] | None = None
+
+    @model_validator(mode="after")
+    def _users_or_scope(self) -> JobCreate:
+        if (self.user_ids is None) == (self.scope is None):
+            raise ValueError("give exactly one of user_ids and scope")
+        return self
+
+
+class JobCreated(BaseModel):
+    job_id: str
+    status: str
+    task: Task
+    scope: str
+    user_count: int
+
+
+class JobUserView(BaseModel):
+    user_id: str
+    status: str
+    outcome: str | None = None
+    error: str | None = None
+    attempts: int
+
+
+class JobView(BaseModel):
+    job_id: str
+    task: Task
+    scope: str
+    status: str
+    model: str
+    created_at: datetime
+    updated_at: datetime
+    counts: dict[str, int] = Field(description="users per status")
+    users: list[JobUserView]
+
+
+class Problem(BaseModel):
+    detail: Any
+
+
+class HealthView(BaseModel):
+    status: Literal["ok", "degraded", "unavailable"]
+    checks: dict[str, str] = Field(default_factory=dict)

@@ -1,0 +1,95 @@
+"""A user's served prompt: the task-level tokens plus the personal tokens, cache-aside.
+
+Both parts are cached under their own key; whoever commits a new version (the worker, a
+rollback) calls `invalidate_user_prompt` / `invalidate_task_prompt` right after the commit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.cache import PromptCache
+from service.repositories import prompts
+
+
+def task_prompt_key(fingerprint: str, task: str) -> str:
+    return f"prompt:task:{fingerprint}:{task}"
+
+
+def user_prompt_key(fingerprint: str, task: str, user_id: str) -> str:
+    return f"prompt:user:{fingerprint}:{task}:{user_id}"
+
+
+@dataclass(frozen=True)
+class ServedPrompt:
+    task_tokens: tuple[str, ...] = ()
+    task_version: int = 0  # 0: no prompt set searched yet (the plain template)
+    personal_tokens: tuple[str, ...] = ()
+    version: int = 0  # 0: no personal prompt (the user gets the task-level prompt)
+    metric_before: float | None = None
+    metric_after: float | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    searched_at: str | None = None
+
+    @property
+    def personalized(self) -> bool:
+        return bool(self.personal_tokens)
+
+
+async def _task_part(session: AsyncSession, task: str, fingerprint: str) -> dict[str, Any]:
+    row = await prompts.current_prompt_set(session, task, fingerprint)
+    if row is None:
+        return {"tokens": [], "version": 0}
+    return {"tokens": list(row.tokens), "version": row.version}
+
+
+async def _user_part(
+    session: AsyncSession, user_id: str, task: str, fingerprint: str
+) -> dict[str, Any]:
+    row = await prompts.current_user_prompt(session, user_id, task, fingerprint)
+    if row is None:
+        return {"tokens": [], "version": 0}
+    return {
+        "tokens": list(row.tokens),
+        "version": row.version,
+        "metric_before": row.metric_before,
+        "metric_after": row.metric_after,
+        "metrics": dict(row.metrics or {}),
+        "searched_at": row.searched_at.isoformat() if row.searched_at else None,
+    }
+
+
+async def served_prompt(
+    session: AsyncSession, cache: PromptCache, user_id: str, task: str, fingerprint: str
+) -> ServedPrompt:
+    keys = [task_prompt_key(fingerprint, task), user_prompt_key(fingerprint, task, user_id)]
+    task_part, user_part = await cache.get_many(keys)
+    if task_part is None:
+        task_part = await _task_part(session, task, fingerprint)
+        await cache.set(keys[0], task_part)
+    if user_part is None:
+        user_part = await _user_part(session, user_id, task, fingerprint)
+        await cache.set(keys[1], user_part)
+    return ServedPrompt(
+        task_tokens=tuple(task_part["tokens"]),
+        task_version=int(task_part["version"]),
+        personal_tokens=tuple(user_part["tokens"]),
+        version=int(user_part["version"]),
+        metric_before=user_part.get("metric_before"),
+        metric_after=user_part.get("metric_after"),
+        metrics=user_part.get("metrics") or {},
+        searched_at=user_part.get("searched_at"),
+    )
+
+
+async def invalidate_user_prompt(
+    cache: PromptCache, fingerprint: str, task: str, user_id: str
+) -> None:
+    await cache.delete(user_prompt_key(fingerprint, task, user_id))
+
+
+async def invalidate_task_prompt(cache: PromptCache, fingerprint: str, task: str) -> None:
+    await cache.delete(task_prompt_key(fingerprint, task))

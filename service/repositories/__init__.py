@@ -1,0 +1,1 @@
+"""Small query modules over `service.db.tables`, one per resource; all take an AsyncSession."""

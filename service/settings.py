@@ -1,0 +1,57 @@
+"""The one settings object of the service: every knob is an env var `PROMPTREC_<NAME>`."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite:///data/promptrec.db"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PROMPTREC_", env_file=None, extra="ignore")
+
+    # Storage. Postgres (`postgresql+psycopg://user@host/db`) is the real store; without a URL
+    # the service keeps an embedded SQLite file, no server needed.
+    database_url: str = DEFAULT_DATABASE_URL
+    database_pool_size: int = Field(10, ge=1)
+    migrate_on_start: bool = True  # run `alembic upgrade head` when the app starts
+    # Redis for the hot per-user prompt; None keeps an in-process cache with the same interface.
+    redis_url: str | None = None
+    redis_key_prefix: str = "promptrec:"
+    prompt_cache_ttl_s: int = Field(3600, ge=1)
+
+    # The RLM served and the dataset it was trained on.
+    model_path: Path = Path("artifacts/rlm-small")
+    data_dir: Path = Path("data/ml-100k")
+    device: str | None = None  # cpu, cuda, cuda:1 (default: CUDA when present)
+
+    # Admin routes need this key in X-API-Key; without one they answer 401 to everyone.
+    admin_api_key: SecretStr | None = None
+
+    # Micro-batching of ranking requests.
+    max_batch_size: int = Field(64, ge=1)
+    max_wait_ms: float = Field(2.0, ge=0)
+    queue_limit: int = Field(1024, ge=1)
+    request_timeout_ms: float = Field(2000.0, gt=0)
+    retry_after_s: int = Field(1, ge=1)
+
+    # Input limits.
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    max_events_per_request: int = Field(1000, ge=1)
+    max_event_skew_s: int = Field(86_400, ge=0)  # how far in the future an event may lie
+
+    # What the worker's triggers read: a new user gets a personal search after this many
+    # events; a searched user is re-checked for drift after this many new events.
+    new_user_events: int = Field(5, ge=1)
+    drift_events: int = Field(20, ge=1)
+
+    log_level: str = "INFO"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,158 @@
+"""PAP-REC search on a tiny trained model (synthetic data)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from models.prompts.paprec.config import PaprecConfig
+from models.prompts.paprec.search import PaprecSearch
+from models.prompts.paprec.state import PaprecState, PromptSet
+from models.prompts.rendering import render_prompt
+from models.prompts.selection import build_examples
+from models.ranking import encode_token_lists, item_logits, rank_items
+from models.rlm.corpus import CorpusConfig
+from models.rlm.model import RecLM
+from models.rlm.train import TrainConfig, train_rlm
+from models.templates import TEMPLATES, PromptFields
+from models.user_context import ItemCatalog, user_profiles
+
+
+@pytest.fixture(scope="module")
+def lm(tmp_path_factory, data, splits) -> RecLM:
+    out = tmp_path_factory.mktemp("paprec-rlm")
+    config = TrainConfig(
+        preset="tiny",
+        epochs=2,
+        batch_size=64,
+        lr=5e-3,
+        warmup_steps=10,
+        corpus=CorpusConfig(cut_fraction=0.5),
+        valid_users=20,
+    )
+    train_rlm(data, splits, out, config, progress=False)
+    return RecLM.load(out)
+
+
+@pytest.fixture(scope="module")
+def examples(data, splits):
+    catalog = ItemCatalog.build(data.items, splits)
+    profiles = user_profiles(data.users, splits)
+    users = list(range(24))
+    return build_examples(
+        [splits.users[u] for u in users],
+        [splits.train[u] for u in users],
+        [profiles[u] for u in users],
+        catalog,
+        per_user=4,
+    )
+
+
+CONFIG = PaprecConfig(task_tokens=3, personal_tokens=2, candidates=4, max_cycles=1, batch_size=64)
+
+
+def test_candidate_scores_equal_grad_dot_embedding_matrix(lm, examples):
+    search = PaprecSearch(lm, CONFIG, progress=False)
+    batch = search.prepare(examples, examples.subset(held_out=False))
+    task = search.ids(["the"] * 3)
+    grad = search.trigger_gradients(batch, lambda j: task, position=1)
+
+    # Independently: a one-hot input matrix X, embeddings X @ E, d logp / dX at the trigger row.
+    weight = lm.model.get_input_embeddings().weight
+    j = 0
+    ids, mask = encode_token_lists(lm, [search.tokens(batch.base[j] + task)])
+    ids = ids[:, :-1]  # drop the eos the helper added twice: rows here end with one eos
+    ids = torch.cat([ids, torch.tensor([[lm.tokenizer.eos_token_id]])], dim=1)
+    mask = torch.ones_like(ids)
+    onehot = torch.nn.functional.one_hot(ids, weight.shape[0]).float().requires_grad_(True)
+    logits = item_logits(lm.model, ids, mask, lm.item_token_ids(), onehot @ weight)
+    logits[0, batch.exclude[j]] = float("-inf")
+    logp = torch.log_softmax(logits, 1)[0, batch.targets[j]]
+    (expected,) = torch.autograd.grad(logp, onehot)
+    position = len(batch.base[j]) + 1
+    ours = search.candidate_scores(grad[j : j + 1])[0]
+    assert torch.allclose(ours, expected[0, position, search.word_ids], atol=1e-5)
+
+
+def test_candidates_are_words_only(lm, examples):
+    search = PaprecSearch(lm, CONFIG, progress=False)
+    batch = search.prepare(examples, examples.subset(held_out=False))
+    task = search.ids(["the"] * 3)
+    grad = search.trigger_gradients(batch, lambda j: task, 0).mean(0, keepdim=True)
+    for token in search.tokens(search.top_candidates(grad, [task[0]])[0].tolist()):
+        assert token.isalpha() and token.islower() and not token.startswith("item")
+
+
+def test_acceptance_never_lowers_the_surrogate(lm, examples):
+    search = PaprecSearch(lm, CONFIG, progress=False)
+    batch = search.prepare(examples, examples.subset(held_out=False))
+    task = search.ids(["the"] * 3)
+    personal = np.full((len(examples.users), 2), search.vocab["the"])
+    best = float(
+        search.example_scores(batch, lambda j: task + personal[batch.owner[j]].tolist())[0].mean()
+    )
+    for position in range(3):
+        new_best, _ = search.task_round(batch, task, personal, position, best)
+        measured = float(
+            search.example_scores(batch, lambda j: task + personal[batch.owner[j]].tolist())[
+                0
+            ].mean()
+        )
+        assert new_best >= best and measured == pytest.approx(new_best)
+        best = new_best
+    user_best = search._user_means(batch, task, personal, len(examples.users))
+    before = user_best.copy()
+    search.personal_round(batch, task, personal, 0, user_best)
+    assert (user_best >= before).all()
+    assert np.allclose(user_best, search._user_means(batch, task, personal, len(examples.users)))
+
+
+def test_personal_tokens_change_only_their_users_ranking(lm, splits):
+    state = PaprecState(task_tokens=["the", "user", "movie"], personal={"u1": ["horror", "the"]})
+    fields = [PromptFields(splits.train[u][-5:]) for u in range(3)]
+    users = ["u0", "u1", "u2"]
+
+    def scores(s: PaprecState):
+        tokens = [
+            render_prompt(TEMPLATES["seq-2"], f, s.prompt_for(u), lm.max_history)
+            for u, f in zip(users, fields, strict=True)
+        ]
+        return rank_items(lm, *encode_token_lists(lm, tokens))
+
+    with_personal = scores(state)
+    without = scores(PaprecState(task_tokens=state.task_tokens))
+    assert torch.allclose(with_personal[[0, 2]], without[[0, 2]], atol=1e-5)
+    assert not torch.allclose(with_personal[1], without[1])
+
+
+def test_incremental_search_leaves_other_users_untouched(lm, examples):
+    search = PaprecSearch(lm, CONFIG, progress=False)
+    state = PaprecState(task_tokens=["the"] * 3, personal={"someone": ["drama", "the"]})
+    outcomes = search.search_personal(examples, state.task_tokens)
+    before_other = dict(state.personal)
+    state.apply(outcomes)
+    assert set(outcomes) == set(examples.users)
+    assert state.personal["someone"] == before_other["someone"]
+    assert any(o.kept for o in outcomes.values())
+    for user, o in outcomes.items():
+        assert (user in state.personal) == o.kept
+        if o.kept:
+            assert o.surrogate_after >= o.surrogate_before
+            assert o.held_out_logp_after > o.held_out_logp_before
+
+
+def test_search_is_deterministic_and_the_prompt_set_round_trips(lm, examples, tmp_path):
+    a = PaprecSearch(lm, CONFIG, progress=False).search_task(examples)
+    b = PaprecSearch(lm, CONFIG, progress=False).search_task(examples)
+    assert a.task_tokens == b.task_tokens
+    outcomes = PaprecSearch(lm, CONFIG, progress=False).search_personal(examples, a.task_tokens)
+    a.apply(outcomes)
+    path = tmp_path / "prompts.json"
+    PromptSet("sequential", CONFIG, a, lm.fingerprint()).save(path)
+    loaded = PromptSet.load(path)
+    assert loaded.state.task_tokens == a.task_tokens
+    assert loaded.state.personal == a.personal
+    assert loaded.state.outcomes == a.outcomes
+    assert loaded.model_fingerprint == lm.fingerprint()
+    assert loaded.config == CONFIG
