@@ -9,9 +9,10 @@ import torch
 
 from models.data.splits import Splits
 from models.metrics import per_user_metrics, target_ranks
+from models.prompts.rendering import UserPrompt, render_prompt
 from models.ranking import encode_token_lists, rank_items
 from models.rlm.model import RecLM
-from models.templates import TEMPLATES, PromptFields, render_tokens
+from models.templates import TEMPLATES, PromptFields
 from models.user_context import ItemCatalog
 
 Scores = Callable[[list[int]], np.ndarray]  # user indices -> [n, n_items] scores
@@ -41,14 +42,20 @@ def user_fields(
 
 
 def rlm_scores(
-    lm: RecLM, fields: Sequence[PromptFields], template: str, batch_size: int = 256
+    lm: RecLM,
+    fields: Sequence[PromptFields],
+    template: str,
+    prompts: Sequence[UserPrompt] | None = None,
+    batch_size: int = 256,
 ) -> np.ndarray:
+    """Item scores per user; `prompts[j]` appends user j's trigger tokens (PAP-REC layout)."""
     tpl = TEMPLATES[template]
+    prompts = prompts or [UserPrompt()] * len(fields)
     out = []
     for start in range(0, len(fields), batch_size):
-        chunk = fields[start : start + batch_size]
-        ids, mask = encode_token_lists(lm, [render_tokens(tpl, f, lm.max_history) for f in chunk])
-        out.append(rank_items(lm, ids, mask).cpu().numpy())
+        rows = range(start, min(start + batch_size, len(fields)))
+        tokens = [render_prompt(tpl, fields[j], prompts[j], lm.max_history) for j in rows]
+        out.append(rank_items(lm, *encode_token_lists(lm, tokens)).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, lm.n_items), dtype=np.float32)
 
 

@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,6 +22,8 @@ from models.evaluation import (
     user_fields,
 )
 from models.metrics import bootstrap_ci, paired_bootstrap_ci, summarize
+from models.prompts.paprec.state import PromptSet
+from models.prompts.rendering import UserPrompt
 from models.ranking import encode_token_lists, rank_items
 from models.rlm.model import RecLM
 from models.templates import TEMPLATES, render_tokens, templates_for
@@ -86,7 +89,12 @@ def best_by_validation(methods: Sequence[MethodScores], prefix: str = "") -> Met
     return max(pool, key=lambda m: m.per_user[("valid", "full")]["NDCG@10"].mean())
 
 
-def report_rows(methods: Sequence[MethodScores], splits: Splits, best_rlm: str, best_baseline: str):
+def report_rows(
+    methods: Sequence[MethodScores], splits: Splits, compare: dict[str, str] | None = None
+) -> list[dict]:
+    """One row per method x split x protocol x user group; `compare[method] = reference` adds
+    the paired-bootstrap CI of the NDCG@10 difference method - reference on the same users."""
+    compare = compare or {}
     by_name = {m.method: m for m in methods}
     rows = []
     for m in methods:
@@ -103,12 +111,15 @@ def report_rows(methods: Sequence[MethodScores], splits: Splits, best_rlm: str, 
                     **{k: round(v, 5) for k, v in summarize(sub).items()},
                 }
                 row["ci95_NDCG@10"] = [round(x, 5) for x in bootstrap_ci(sub["NDCG@10"])]
-                if m.method == best_rlm:
-                    base = by_name[best_baseline].per_user[(split, protocol)]["NDCG@10"][idx]
+                if m.method in compare:
+                    reference = compare[m.method]
+                    base = by_name[reference].per_user[(split, protocol)]["NDCG@10"][idx]
                     diff_ci = paired_bootstrap_ci(sub["NDCG@10"], base)
-                    row["vs_best_baseline"] = {
-                        "baseline": best_baseline,
-                        "diff_NDCG@10": round(float((sub["NDCG@10"] - base).mean()), 5),
+                    diff = float((sub["NDCG@10"] - base).mean())
+                    row["vs"] = {
+                        "reference": reference,
+                        "diff_NDCG@10": round(diff, 5),
+                        "relative": round(diff / base.mean(), 4) if base.mean() else None,
                         "ci95_diff_NDCG@10": [round(x, 5) for x in diff_ci],
                     }
                 rows.append(row)
@@ -233,6 +244,8 @@ class QualityOptions:
     sensitivity: bool = True
     speed: bool = True
     progress: bool = True
+    prompts: Path | None = None
+    """A PAP-REC prompt set file to score as "auto" and "auto+personal"."""
 
 
 @dataclass
@@ -249,10 +262,10 @@ class QualityReport:
             format_table(self.rows, "sampled"),
         ]
         for row in self.rows:
-            if "vs_best_baseline" in row and row["split"] == "test" and row["protocol"] == "full":
-                v = row["vs_best_baseline"]
+            if "vs" in row and row["split"] == "test" and row["protocol"] == "full":
+                v = row["vs"]
                 parts.append(
-                    f"{row['method']} - {v['baseline']} test NDCG@10 ({row['users']}): "
+                    f"{row['method']} - {v['reference']} test NDCG@10 ({row['users']}): "
                     f"{v['diff_NDCG@10']:+.4f}, 95% CI {v['ci95_diff_NDCG@10']}"
                 )
         if "sensitivity" in self.extra:
@@ -279,12 +292,23 @@ def quality_report(model_dir, data, splits: Splits, options: QualityOptions = Qu
     lm, catalog, profiles = load_context(model_dir, data, splits)
     methods = [score_rlm_template(lm, splits, catalog, profiles, t) for t in sequential_templates()]
     best_rlm = best_by_validation(methods, "rlm:")
-    best_baseline = None
+    compare, best_baseline = {}, None
     if options.baselines:
         baselines = [score_baseline(b, splits) for b in fit_baselines(splits, options.progress)]
         methods += baselines
         best_baseline = best_by_validation(baselines).method
-    rows = report_rows(methods, splits, best_rlm.method if best_baseline else "", best_baseline)
+        compare[best_rlm.method] = best_baseline
+    if options.prompts:
+        prompt_set = PromptSet.load(options.prompts)
+        if prompt_set.model_fingerprint != lm.fingerprint():
+            raise ValueError(
+                f"{options.prompts} was searched on another model "
+                f"({prompt_set.model_fingerprint}, this is {lm.fingerprint()})"
+            )
+        for personal in (False, True):
+            methods.append(score_prompt_set(lm, splits, catalog, profiles, prompt_set, personal))
+            compare[methods[-1].method] = best_rlm.method
+    rows = report_rows(methods, splits, compare)
     template = best_rlm.method.split(":", 1)[1]
     extra: dict = {
         "best_template": template,
@@ -309,3 +333,26 @@ def _train_summary(lm: RecLM) -> dict:
         "best_epoch": result.get("epoch"),
         "valid_NDCG@10": result.get("valid_ndcg10"),
     }
+
+
+def score_prompt_set(
+    lm: RecLM,
+    splits: Splits,
+    catalog: ItemCatalog,
+    profiles: list[list[str]],
+    prompt_set: PromptSet,
+    personal: bool,
+) -> MethodScores:
+    """Scores of a searched prompt set: task tokens only ("auto") or with personal tokens."""
+    users = np.arange(len(splits.users))
+    state = prompt_set.state
+    prompts = [
+        state.prompt_for(splits.users[u]) if personal else UserPrompt(tuple(state.task_tokens))
+        for u in users
+    ]
+
+    def scores(split: str) -> np.ndarray:
+        fields = user_fields(splits, catalog, profiles, users, split)
+        return rlm_scores(lm, fields, prompt_set.config.template, prompts)
+
+    return score_method("auto+personal" if personal else "auto", scores, splits)

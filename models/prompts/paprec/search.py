@@ -37,6 +37,11 @@ class _Batch:
     owner: np.ndarray
 
 
+def _triggers(batch: _Batch, task: list[int], personal: np.ndarray) -> Callable[[int], list[int]]:
+    """Trigger ids of example j: the task tokens, then its owner's personal tokens."""
+    return lambda j: task + personal[batch.owner[j]].tolist()
+
+
 class PaprecSearch:
     name = "paprec"
 
@@ -107,6 +112,10 @@ class PaprecSearch:
             logp.append((target_logit[:, 0] - torch.logsumexp(logits, dim=1)).cpu().numpy())
         return np.concatenate(surrogate), np.concatenate(logp)
 
+    def task_surrogate(self, batch: _Batch, triggers) -> float:
+        """The acceptance metric of a task-level candidate: mean surrogate over the examples."""
+        return float(self.example_scores(batch, triggers)[0].mean())
+
     def trigger_gradients(self, batch: _Batch, triggers, position: int) -> torch.Tensor:
         """d log p(target) / d (input embedding at trigger `position`), one row per example."""
         embedding = self.lm.model.get_input_embeddings()
@@ -142,14 +151,13 @@ class PaprecSearch:
     ) -> tuple[float, bool]:
         """Try the top-k words at task position `position`; keep the best if strictly better."""
 
-        def triggers_with(t: list[int]):
-            return lambda j: t + personal[batch.owner[j]].tolist()
-
-        grad = self.trigger_gradients(batch, triggers_with(task), position).mean(0, keepdim=True)
+        grad = self.trigger_gradients(batch, _triggers(batch, task, personal), position).mean(
+            0, keepdim=True
+        )
         accepted = False
         for word in self.top_candidates(grad, [task[position]])[0].tolist():
             trial = [*task[:position], word, *task[position + 1 :]]
-            score = float(self.example_scores(batch, triggers_with(trial))[0].mean())
+            score = self.task_surrogate(batch, _triggers(batch, trial, personal))
             if score > best:
                 best, accepted, chosen = score, True, trial
         if accepted:
@@ -165,11 +173,8 @@ class PaprecSearch:
         returns how many users accepted a new token.
         """
 
-        def triggers(j: int) -> list[int]:
-            return task + personal[batch.owner[j]].tolist()
-
         n_users = len(best)
-        grad = self.trigger_gradients(batch, triggers, len(task) + slot)
+        grad = self.trigger_gradients(batch, _triggers(batch, task, personal), len(task) + slot)
         per_user = torch.zeros((n_users, grad.shape[1]), device=grad.device)
         per_user.index_add_(0, torch.as_tensor(batch.owner, device=grad.device), grad)
         candidates = self.top_candidates(per_user, personal[:, slot].tolist()).cpu().numpy()
@@ -178,9 +183,7 @@ class PaprecSearch:
         for c in range(candidates.shape[1]):
             trial = personal.copy()
             trial[:, slot] = candidates[:, c]
-            scores = self.example_scores(
-                batch, lambda j, t=trial: task + t[batch.owner[j]].tolist()
-            )[0]
+            scores = self.example_scores(batch, _triggers(batch, task, trial))[0]
             user_scores = np.bincount(batch.owner, weights=scores, minlength=n_users) / counts
             better = user_scores > best
             personal[better, slot] = candidates[better, c]
@@ -205,9 +208,7 @@ class PaprecSearch:
         batch = self.prepare(examples, examples.subset(held_out=False))
         task = self.ids(state.task_tokens)
         personal = np.full((len(examples.users), cfg.personal_tokens), self.vocab[cfg.init_token])
-        best = float(
-            self.example_scores(batch, lambda j: task + personal[batch.owner[j]].tolist())[0].mean()
-        )
+        best = float(self.example_scores(batch, _triggers(batch, task, personal))[0].mean())
         user_best = self._user_means(batch, task, personal, len(examples.users))
         started, rounds_done = time.monotonic(), len(state.task_history)
         total = cfg.max_cycles * cfg.task_tokens
@@ -230,11 +231,7 @@ class PaprecSearch:
                 else 0
             )
             if moved:  # personal tokens changed: the task surrogate is measured anew
-                best = float(
-                    self.example_scores(batch, lambda j: task + personal[batch.owner[j]].tolist())[
-                        0
-                    ].mean()
-                )
+                best = float(self.example_scores(batch, _triggers(batch, task, personal))[0].mean())
             state.task_tokens = self.tokens(task)
             state.task_history.append(
                 {
@@ -259,7 +256,7 @@ class PaprecSearch:
         return state
 
     def _user_means(self, batch: _Batch, task: list[int], personal: np.ndarray, n_users: int):
-        scores = self.example_scores(batch, lambda j: task + personal[batch.owner[j]].tolist())[0]
+        scores = self.example_scores(batch, _triggers(batch, task, personal))[0]
         counts = np.bincount(batch.owner, minlength=n_users).clip(min=1)
         return np.bincount(batch.owner, weights=scores, minlength=n_users) / counts
 
@@ -306,6 +303,6 @@ class PaprecSearch:
         return outcomes
 
     def _user_logp(self, batch: _Batch, task: list[int], personal: np.ndarray, n_users: int):
-        logp = self.example_scores(batch, lambda j: task + personal[batch.owner[j]].tolist())[1]
+        logp = self.example_scores(batch, _triggers(batch, task, personal))[1]
         counts = np.bincount(batch.owner, minlength=n_users).clip(min=1)
         return np.bincount(batch.owner, weights=logp, minlength=n_users) / counts

@@ -30,7 +30,8 @@ class PaprecState:
     """Only users whose personal tokens beat the task-level prompt on held-out interactions."""
     outcomes: dict[str, UserOutcome] = field(default_factory=dict)
     task_history: list[dict] = field(default_factory=list)
-    """One entry per accepted task-level flip: position, token, surrogate."""
+    """One entry per task round: position, whether it accepted, tokens, surrogate."""
+    task_complete: bool = False
 
     def apply(self, outcomes: dict[str, UserOutcome]) -> None:
         """Record an incremental search: only the users in `outcomes` change."""
@@ -64,6 +65,7 @@ class PromptSet:
             "task_tokens": self.state.task_tokens,
             "task_text": " ".join(self.state.task_tokens),
             "task_history": self.state.task_history,
+            "task_complete": self.state.task_complete,
             "users": {
                 user: {**asdict(o), "text": " ".join(o.tokens)}
                 for user, o in sorted(self.state.outcomes.items())
@@ -90,6 +92,7 @@ class PromptSet:
             personal={u: o.tokens for u, o in outcomes.items() if o.kept},
             outcomes=outcomes,
             task_history=body.get("task_history", []),
+            task_complete=body.get("task_complete", False),
         )
         return cls(
             body["task"],

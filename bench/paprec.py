@@ -1,0 +1,203 @@
+"""Benchmark: PAP-REC prompts vs manual templates, personal search speed, and the reference loop.
+
+    python bench/paprec.py --model artifacts/rlm-small --data data/ml-100k \
+        --prompts artifacts/prompts/sequential.json --out bench/results/paprec.json
+
+Runs (or resumes) `promptrec search` into --prompts, scores manual templates, "auto" (task
+tokens) and "auto+personal" on test for warm/cold/all users with paired-bootstrap CIs against
+the best manual template (chosen on validation), times incremental personal search, and times
+our exact acceptance against PAP-REC's beam-search acceptance on the same candidates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from paprec_reference import BeamSearchAcceptance
+
+from models.data.dataset import InteractionData
+from models.data.splits import make_splits
+from models.metrics import paired_bootstrap_ci
+from models.prompts.paprec.config import PaprecConfig
+from models.prompts.paprec.pipeline import run_search
+from models.prompts.paprec.search import PaprecSearch
+from models.prompts.selection import SearchExamples, build_examples
+from models.report import (
+    best_by_validation,
+    load_context,
+    score_prompt_set,
+    score_rlm_template,
+    sequential_templates,
+)
+from models.templates import PromptFields
+
+METRICS = ("HR@5", "NDCG@5", "HR@10", "NDCG@10")
+
+
+def quality_rows(methods, splits, best_manual):
+    rows = []
+    for m in methods:
+        per_user = m.per_user[("test", "full")]
+        for group in ("warm", "cold", "all"):
+            idx = splits.user_indices(group)
+            row = {"method": m.method, "users": group, "n": len(idx)}
+            row.update({k: round(float(per_user[k][idx].mean()), 5) for k in METRICS})
+            ref = best_manual.per_user[("test", "full")]["NDCG@10"][idx]
+            ours = per_user["NDCG@10"][idx]
+            row["ci95_NDCG@10_vs_best_manual"] = [
+                round(x, 5) for x in paired_bootstrap_ci(ours, ref)
+            ]
+            row["relative_NDCG@10_vs_best_manual"] = round(float(ours.mean() / ref.mean() - 1), 4)
+            rows.append(row)
+    return rows
+
+
+def personal_speed(lm, splits, catalog, profiles, task_tokens, config, n_users=256) -> dict:
+    users = splits.user_indices("cold")[:n_users]
+    examples = build_examples(
+        [splits.users[u] for u in users],
+        [splits.train[u] for u in users],
+        [profiles[u] for u in users],
+        catalog,
+        config.selection_per_user,
+        config.held_out_per_user,
+    )
+    search = PaprecSearch(lm, config, progress=False)
+    start = time.perf_counter()
+    outcomes = search.search_personal(examples, task_tokens)
+    seconds = time.perf_counter() - start
+    return {
+        "personal_users_per_min": round(60 * len(users) / seconds, 1),
+        "personal_users_timed": len(users),
+        "personal_seconds": round(seconds, 2),
+        "kept": int(sum(o.kept for o in outcomes.values())),
+    }
+
+
+def acceptance_speed(lm, splits, catalog, profiles, config, n_users=200, rounds=2) -> dict:
+    """Both acceptance rules over the same validation examples and the same gradient candidates."""
+    users = splits.user_indices("warm")[:n_users]
+    examples = SearchExamples(
+        users=[splits.users[u] for u in users],
+        owner=list(range(len(users))),
+        fields=[
+            PromptFields(splits.train[u], profiles[u], catalog.taste_words(splits.train[u]))
+            for u in users
+        ],
+        targets=[splits.valid[u] for u in users],
+        held_out=[False] * len(users),
+    )
+    results = {}
+    for name, cls in (("ours", PaprecSearch), ("reference", BeamSearchAcceptance)):
+        search = cls(lm, config, progress=False)
+        batch = search.prepare(examples, range(len(examples)))
+        task = search.ids([config.init_token] * config.task_tokens)
+        personal = np.zeros((len(users), 0), dtype=np.int64)
+        best = search.task_surrogate(batch, lambda j, t=task: t)
+        evaluated, spent = 0, 0.0
+        original = search.task_surrogate
+
+        def timed(b, trig, original=original):
+            nonlocal evaluated, spent
+            t0 = time.perf_counter()
+            value = original(b, trig)
+            spent += time.perf_counter() - t0
+            evaluated += 1
+            return value
+
+        search.task_surrogate = timed
+        for r in range(rounds):
+            best, _ = search.task_round(batch, task, personal, r % config.task_tokens, best)
+        exact = PaprecSearch(lm, config, progress=False)
+        final = exact.task_surrogate(
+            exact.prepare(examples, range(len(examples))), lambda j, t=task: t
+        )
+        results[name] = {
+            "seconds_per_flip": round(spent / evaluated, 4),
+            "candidates": evaluated,
+            "tokens": search.tokens(task),
+            "selection_NDCG@10+HR@10": round(final, 5),
+        }
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=Path("artifacts/rlm-small"))
+    parser.add_argument("--data", type=Path, default=Path("data/ml-100k"))
+    parser.add_argument("--prompts", type=Path, default=Path("artifacts/prompts/sequential.json"))
+    parser.add_argument("--out", type=Path, default=Path("bench/results/paprec.json"))
+    args = parser.parse_args()
+
+    data = InteractionData.load(args.data)
+    splits = make_splits(data)
+    lm, catalog, profiles = load_context(args.model, data, splits)
+    config = PaprecConfig()
+    started = time.perf_counter()
+    prompt_set = run_search(lm, splits, catalog, profiles, args.prompts, config)
+    search_seconds = time.perf_counter() - started
+
+    manual = [score_rlm_template(lm, splits, catalog, profiles, t) for t in sequential_templates()]
+    for m in manual:
+        m.method = "manual:" + m.method.split(":", 1)[1]
+    best_manual = best_by_validation(manual)
+    auto = [score_prompt_set(lm, splits, catalog, profiles, prompt_set, p) for p in (False, True)]
+    rows = quality_rows([*manual, *auto], splits, best_manual)
+
+    kept = [(u, o) for u, o in prompt_set.state.outcomes.items() if o.kept]
+    examples = [
+        {
+            "user": u,
+            "task_tokens": " ".join(prompt_set.state.task_tokens),
+            "personal_tokens": " ".join(o.tokens),
+        }
+        for u, o in kept[:8]
+    ]
+    speed = personal_speed(lm, splits, catalog, profiles, prompt_set.state.task_tokens, config)
+    flips = acceptance_speed(lm, splits, catalog, profiles, config)
+    speed.update(
+        {
+            "device": str(lm.device),
+            "cpu_threads": torch.get_num_threads(),
+            "ours_seconds_per_flip": flips["ours"]["seconds_per_flip"],
+            "reference_seconds_per_flip": flips["reference"]["seconds_per_flip"],
+            "speedup": round(
+                flips["reference"]["seconds_per_flip"] / flips["ours"]["seconds_per_flip"], 1
+            ),
+            "acceptance_runs": flips,
+            "full_search_seconds": round(search_seconds, 1),
+        }
+    )
+    report = {
+        "rows": rows,
+        "best_manual": best_manual.method,
+        "task_tokens": prompt_set.state.task_tokens,
+        "users_with_personal_tokens": len(kept),
+        "users_searched": len(prompt_set.state.outcomes),
+        "examples": examples,
+        "speed": speed,
+    }
+    header = f"{'method':<16}{'users':<6}" + "".join(f"{m:>9}" for m in METRICS) + "  rel.NDCG@10"
+    print(header)
+    for r in rows:
+        print(
+            f"{r['method']:<16}{r['users']:<6}"
+            + "".join(f"{r[m]:>9.4f}" for m in METRICS)
+            + f"  {r['relative_NDCG@10_vs_best_manual']:+.1%}"
+        )
+    print(json.dumps(speed, indent=1))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

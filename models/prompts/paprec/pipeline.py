@@ -1,0 +1,87 @@
+"""A whole PAP-REC run over a dataset: task-level search on warm users, then personal tokens
+for every user (incremental mode, batched), saved as a prompt set file after every step so an
+interrupted run resumes where it stopped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from models.data.splits import Splits
+from models.prompts.paprec.config import PaprecConfig
+from models.prompts.paprec.search import PaprecSearch
+from models.prompts.paprec.state import PaprecState, PromptSet
+from models.prompts.selection import build_examples
+from models.rlm.model import RecLM
+from models.user_context import ItemCatalog
+
+PERSONAL_CHUNK = 128
+
+
+def run_search(
+    lm: RecLM,
+    splits: Splits,
+    catalog: ItemCatalog,
+    profiles: list[list[str]],
+    out: Path,
+    config: PaprecConfig | None = None,
+    task: str = "sequential",
+    personal_users: str = "all",
+    resume: bool = True,
+    progress: bool = True,
+) -> PromptSet:
+    config = config or PaprecConfig()
+    search = PaprecSearch(lm, config, progress=progress)
+    fingerprint = lm.fingerprint()
+    prompt_set = PromptSet(
+        task, config, PaprecState([config.init_token] * config.task_tokens), fingerprint
+    )
+    if resume and out.is_file():
+        previous = PromptSet.load(out)
+        if previous.model_fingerprint != fingerprint or previous.config != config:
+            raise ValueError(
+                f"{out} was searched with another model or config; remove it or pass another --out"
+            )
+        prompt_set = previous
+
+    def examples_for(users: np.ndarray):
+        return build_examples(
+            [splits.users[u] for u in users],
+            [splits.train[u] for u in users],
+            [profiles[u] for u in users],
+            catalog,
+            config.selection_per_user,
+            config.held_out_per_user,
+        )
+
+    rng = np.random.default_rng(config.seed)
+    warm = splits.user_indices("warm")
+    task_users = np.sort(rng.choice(warm, size=min(config.task_users, len(warm)), replace=False))
+    if not prompt_set.state.task_complete:
+        search.search_task(
+            examples_for(task_users), prompt_set.state, on_round=lambda _: prompt_set.save(out)
+        )
+        prompt_set.state.task_complete = True
+        prompt_set.save(out)
+
+    pending = (
+        []
+        if personal_users == "none"
+        else [
+            u
+            for u in splits.user_indices(personal_users)
+            if splits.users[u] not in prompt_set.state.outcomes
+        ]
+    )
+    bar = tqdm(total=len(pending), disable=not progress, desc="personal search", unit="user")
+    for lo in range(0, len(pending), PERSONAL_CHUNK):
+        chunk = np.array(pending[lo : lo + PERSONAL_CHUNK])
+        outcomes = search.search_personal(examples_for(chunk), prompt_set.state.task_tokens)
+        prompt_set.state.apply(outcomes)
+        prompt_set.save(out)
+        bar.update(len(chunk))
+    bar.close()
+    prompt_set.save(out)
+    return prompt_set
