@@ -6,7 +6,7 @@ DATA ?= data/ml-100k
 MODEL ?= artifacts/rlm-small
 STAMP := $(VENV)/.installed
 
-.PHONY: run test setup lint data train eval bench-quality clean
+.PHONY: run test setup lint data train eval bench-quality bench-paprec clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,3 +46,7 @@ bench-quality: data
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# Writes bench/results/paprec.json (runs or resumes the prompt search into artifacts/prompts/).
+bench-paprec: data
+	$(BIN)/python bench/paprec.py --model $(MODEL) --data $(DATA) --out bench/results/paprec.json

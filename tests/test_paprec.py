@@ -156,3 +156,28 @@ def test_search_is_deterministic_and_the_prompt_set_round_trips(lm, examples, tm
     assert loaded.state.outcomes == a.outcomes
     assert loaded.model_fingerprint == lm.fingerprint()
     assert loaded.config == CONFIG
+
+
+def test_pipeline_writes_a_prompt_set_and_resumes_without_redoing_users(lm, data, splits, tmp_path):
+    from models.prompts.paprec.pipeline import run_search
+
+    catalog = ItemCatalog.build(data.items, splits)
+    profiles = user_profiles(data.users, splits)
+    config = PaprecConfig(
+        task_tokens=2, personal_tokens=1, candidates=3, max_cycles=1, task_users=10, batch_size=64
+    )
+    out = tmp_path / "p.json"
+    first = run_search(
+        lm, splits, catalog, profiles, out, config, personal_users="cold", progress=False
+    )
+    assert first.state.task_complete
+    assert set(first.state.outcomes) == {splits.users[u] for u in splits.user_indices("cold")}
+    again = run_search(
+        lm, splits, catalog, profiles, out, config, personal_users="all", progress=False
+    )
+    assert again.state.task_tokens == first.state.task_tokens  # task search not redone
+    for user in first.state.outcomes:  # finished users are not searched again
+        assert again.state.outcomes[user] == first.state.outcomes[user]
+    assert len(again.state.outcomes) == len(splits.users)
+    with pytest.raises(ValueError, match="another model or config"):
+        run_search(lm, splits, catalog, profiles, out, PaprecConfig(task_tokens=3), progress=False)

@@ -18,6 +18,7 @@ from models.data.splits import SplitConfig, Splits
 from models.evaluation import evaluate_rlm
 from models.ranking import item_logits, pad_rows
 from models.rlm.corpus import CorpusConfig, Sample, TrainingCorpus, vocabulary_words
+from models.rlm.item_init import cooccurrence_embeddings
 from models.rlm.model import PRESETS, RecLM, build_t5, pick_device, preset_dict
 from models.rlm.vocabulary import build_tokenizer
 from models.user_context import ItemCatalog, user_profiles
@@ -41,6 +42,8 @@ class TrainConfig:
     valid_users: int = 300
     """Warm users whose validation item picks the best epoch (test is never looked at)."""
     device: str | None = None
+    item_init: bool = True
+    """Start item embeddings from co-occurrence in the warm training sequences (item_init.py)."""
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
 
 
@@ -67,6 +70,12 @@ def build_rlm(
     profiles = user_profiles(data.users, splits)
     tokenizer = build_tokenizer(splits.n_items, vocabulary_words(catalog, profiles))
     model = build_t5(preset, vocab_size=len(tokenizer))
+    lm_items = [tokenizer.convert_tokens_to_ids(f"item_{k}") for k in range(splits.n_items)]
+    if config.item_init:
+        warm_train = [splits.train[u] for u in splits.user_indices("warm")]
+        vectors = cooccurrence_embeddings(warm_train, splits.n_items, preset.d_model)
+        with torch.no_grad():
+            model.get_input_embeddings().weight[lm_items] = torch.as_tensor(vectors).float()
     meta = {"model": preset_dict(config.preset), "train": _jsonable(asdict(config))}
     lm = RecLM(model, tokenizer, list(splits.item_ids), preset.max_history, meta)
     return lm, catalog, profiles
