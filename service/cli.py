@@ -9,6 +9,7 @@ from pathlib import Path
 
 DEFAULT_DATA = Path("data/ml-100k")
 DEFAULT_MODEL = Path("artifacts/rlm-small")
+DEFAULT_PROMPTS = Path("artifacts/prompts/sequential.json")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,7 +66,28 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-baselines", action="store_true", help="score the RLM only")
     ev.add_argument("--sensitivity", action="store_true", help="also true vs shuffled words")
     ev.add_argument("--speed", action="store_true", help="also measure ranking speed")
+    ev.add_argument("--prompts", type=Path, help="also score this PAP-REC prompt set file")
     ev.set_defaults(run=_eval)
+
+    search = commands.add_parser("search", help="PAP-REC prompt search: task + personal tokens")
+    search.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    search.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    search.add_argument("--out", type=Path, default=DEFAULT_PROMPTS, help="prompt set file")
+    search.add_argument("--task", choices=("sequential",), default="sequential")
+    search.add_argument(
+        "--personal",
+        choices=("all", "warm", "cold", "none"),
+        default="all",
+        help="users who get a personal search after the task-level one",
+    )
+    search.add_argument("--task-tokens", type=int, default=5, help="m, shared trigger tokens")
+    search.add_argument("--personal-tokens", type=int, default=2, help="d, tokens per user")
+    search.add_argument("--candidates", type=int, default=5, help="top-k words per position")
+    search.add_argument("--max-cycles", type=int, default=3)
+    search.add_argument("--max-seconds", type=float, help="task-level search budget")
+    search.add_argument("--seed", type=int, default=0)
+    search.add_argument("--restart", action="store_true", help="ignore a partial --out file")
+    search.set_defaults(run=_search)
 
     sens = commands.add_parser("sensitivity", help="does the RLM read its words? true vs shuffled")
     sens.add_argument("--model", type=Path, default=DEFAULT_MODEL)
@@ -86,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     upgrade.add_argument("--revision", default="head")
     upgrade.set_defaults(run=_db_upgrade)
     load = db_commands.add_parser("load-dataset", help="users, items, interactions of a dataset")
-    load.add_argument("--data", type=Path, default=DEFAULT_DATA, help="dataset directory")
+    load.add_argument("--data", type=Path, help="dataset directory (PROMPTREC_DATA_DIR)")
     load.set_defaults(run=_db_load_dataset)
     return parser
 
@@ -163,13 +185,49 @@ def _eval(args: argparse.Namespace) -> int:
 
     data, splits = _load(args.data)
     options = QualityOptions(
-        baselines=not args.no_baselines, sensitivity=args.sensitivity, speed=args.speed
+        baselines=not args.no_baselines,
+        sensitivity=args.sensitivity,
+        speed=args.speed,
+        prompts=args.prompts,
     )
     report = quality_report(args.model, data, splits, options)
     print(report.table())
     if args.out:
         report.write(args.out)
         print(f"report written to {args.out}")
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    from models.prompts.paprec.config import PaprecConfig
+    from models.prompts.paprec.pipeline import run_search
+    from models.report import load_context
+
+    data, splits = _load(args.data)
+    lm, catalog, profiles = load_context(args.model, data, splits)
+    config = PaprecConfig(
+        task_tokens=args.task_tokens,
+        personal_tokens=args.personal_tokens,
+        candidates=args.candidates,
+        max_cycles=args.max_cycles,
+        max_seconds=args.max_seconds,
+        seed=args.seed,
+    )
+    prompt_set = run_search(
+        lm,
+        splits,
+        catalog,
+        profiles,
+        args.out,
+        config,
+        args.task,
+        args.personal,
+        resume=not args.restart,
+    )
+    kept = sum(o.kept for o in prompt_set.state.outcomes.values())
+    print(f"task tokens: {' '.join(prompt_set.state.task_tokens)}")
+    print(f"personal tokens kept by {kept} of {len(prompt_set.state.outcomes)} users")
+    print(f"prompt set written to {args.out}")
     return 0
 
 
@@ -190,7 +248,13 @@ def _serve(args: argparse.Namespace) -> int:
     from service.settings import Settings
 
     overrides = {"model_path": args.model} if args.model else {}
-    app = create_app(Settings(**overrides))
+    settings = Settings(**overrides)
+    if not (settings.model_path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"no model in {settings.model_path}; train one with `promptrec train` or point "
+            "--model (PROMPTREC_MODEL_PATH) at a model directory"
+        )
+    app = create_app(settings)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
     return 0
 
@@ -211,11 +275,11 @@ def _db_load_dataset(args: argparse.Namespace) -> int:
     from service.db.engine import make_sync_engine
     from service.settings import get_settings
 
-    url = get_settings().database_url
-    migrate.upgrade(url)
-    engine = make_sync_engine(url)
+    settings = get_settings()
+    migrate.upgrade(settings.database_url)
+    engine = make_sync_engine(settings.database_url)
     try:
-        print(load_dataset(engine, args.data).line())
+        print(load_dataset(engine, args.data or settings.data_dir).line())
     finally:
         engine.dispose()
     return 0

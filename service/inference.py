@@ -97,6 +97,7 @@ class Ranker:
     def __init__(self, lm: RecLM) -> None:
         self.lm = lm
 
+    @torch.inference_mode()
     def rank(self, requests: Sequence[RankRequest]) -> list[Ranked]:
         ids, mask = encode_token_lists(self.lm, [r.tokens for r in requests])
         scores = rank_items(self.lm, ids, mask, exclude=[sorted(r.exclude) for r in requests])

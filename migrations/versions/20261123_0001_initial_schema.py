@@ -100,7 +100,7 @@ def upgrade() -> None:
         sa.Column("item_id", sa.String(length=128), nullable=False),
         sa.Column("timestamp", sa.BigInteger(), nullable=False),
         sa.Column("rating", sa.Float(), nullable=True),
-        sa.Column("recommendation_id", sa.String(length=64), nullable=True),
+        sa.Column("recommendation_id", sa.String(length=128), nullable=True),
         sa.Column(
             "created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
         ),

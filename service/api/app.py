@@ -12,6 +12,7 @@ from models.rlm.model import RecLM
 from service.api.middleware import RequestContextMiddleware
 from service.api.routes import admin, events, health, prompts, recommendations
 from service.api.runtime import start_runtime
+from service.api.schemas import Problem
 from service.batching import DeadlineExceeded, Overloaded
 from service.observability import configure_logging
 from service.settings import Settings, get_settings
@@ -38,6 +39,10 @@ def create_app(settings: Settings | None = None, lm: RecLM | None = None) -> Fas
         version="0.1.0",
         description="Personalized prompts for recommendation language models, as a service.",
         lifespan=lifespan,
+        responses={
+            400: {"model": Problem, "description": "a body that is not valid JSON"},
+            413: {"model": Problem, "description": "request body too large"},
+        },
     )
     app.state.runtime = None
     for module in (recommendations, events, prompts, admin, health):

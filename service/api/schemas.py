@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
 Identifier = Annotated[
@@ -14,9 +15,23 @@ Identifier = Annotated[
 ]
 Task = Literal["sequential", "direct"]
 
+# RFC 3339, as JSON Schema's date-time format: a zone is required.
+_DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+def _parse_date_time(value: object) -> datetime:
+    if not isinstance(value, str) or not _DATE_TIME.match(value):
+        raise ValueError("expected an RFC 3339 date-time with a zone, e.g. 2024-05-01T12:00:00Z")
+    return datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+
+
+DateTime = Annotated[datetime, BeforeValidator(_parse_date_time)]
+
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Request bodies: no unknown fields and no coercion (`"5"` is not a count)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class RecommendationRequest(StrictModel):
@@ -65,7 +80,9 @@ class EventIn(StrictModel):
     event_id: Identifier
     user_id: Identifier
     item_id: Identifier
-    timestamp: datetime = Field(description="ISO 8601 (UTC if no zone) or seconds since the epoch")
+    timestamp: int | DateTime = Field(
+        description="seconds since the epoch, or an RFC 3339 date-time with a zone"
+    )
     recommendation_id: Identifier | None = None
 
 

@@ -38,20 +38,21 @@ def _insert_new(session: Session, table, rows: list[dict]) -> int:
         return 0
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    added = 0
+    before = session.scalar(select(func.count()).select_from(table))
+    connection = session.connection()
     for start in range(0, len(rows), CHUNK):
-        result = session.execute(
-            insert(table).on_conflict_do_nothing(), rows[start : start + CHUNK]
+        connection.execute(
+            insert(table.__table__).on_conflict_do_nothing(), rows[start : start + CHUNK]
         )
-        added += max(result.rowcount or 0, 0)
-    return added
+    return session.scalar(select(func.count()).select_from(table)) - before
 
 
-def _text(value) -> str | None:
+def _text(value, max_length: int) -> str | None:
+    """The value as text cut to the column's length; None for missing values."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     text = str(value)
-    return text if text not in ("", "<NA>", "nan") else None
+    return text[:max_length] if text not in ("", "<NA>", "nan") else None
 
 
 def event_id(user: str, item: str, timestamp: int) -> str:
@@ -67,15 +68,15 @@ def load_dataset(engine: Engine, directory: Path) -> LoadReport:
         users[str(row.user)] = {
             "user_id": str(row.user),
             "age": age,
-            "gender": _text(row.gender),
-            "occupation": _text(row.occupation),
+            "gender": _text(row.gender, 32),
+            "occupation": _text(row.occupation, 64),
         }
     items = {str(i): {"item_id": str(i), "title": "", "genres": ""} for i in frame["item"].unique()}
     for row in data.items.itertuples(index=False):
         items[str(row.item)] = {
             "item_id": str(row.item),
-            "title": _text(row.title) or "",
-            "genres": _text(row.genres) or "",
+            "title": _text(row.title, 512) or "",
+            "genres": _text(row.genres, 512) or "",
         }
     interactions = [
         {

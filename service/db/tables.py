@@ -64,7 +64,7 @@ class Interaction(Base):
     item_id: Mapped[str] = mapped_column(ForeignKey("items.item_id", ondelete="CASCADE"))
     timestamp: Mapped[int] = mapped_column(BigInteger)  # seconds since the epoch
     rating: Mapped[float | None] = mapped_column(Float)
-    recommendation_id: Mapped[str | None] = mapped_column(String(64))
+    recommendation_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
     created_at: Mapped[datetime] = _created()
 
 

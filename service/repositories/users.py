@@ -20,13 +20,16 @@ async def ensure_users(session: AsyncSession, user_ids: list[str]) -> None:
         await session.execute(statement, [{"user_id": u} for u in dict.fromkeys(user_ids)])
 
 
-async def ensure_user(session: AsyncSession, user_id: str) -> User:
+async def ensure_user(session: AsyncSession, user_id: str) -> tuple[User, bool]:
+    """The user's row, recording the user first if unseen; the flag says whether it was new
+    (the caller commits then)."""
     user = await session.get(User, user_id)
-    if user is None:
-        await ensure_users(session, [user_id])
-        user = await session.get(User, user_id)
+    if user is not None:
+        return user, False
+    await ensure_users(session, [user_id])
+    user = await session.get(User, user_id)
     assert user is not None
-    return user
+    return user, True
 
 
 def _has_prompt(task: str):

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC
 
-from fastapi import APIRouter
+from fastapi import APIRouter, HTTPException, status
 
 from service.api.deps import RuntimeDep, SessionDep
 from service.api.schemas import EventIn, EventResult, EventsRequest, EventsResponse, Problem
@@ -15,10 +14,9 @@ router = APIRouter(prefix="/v1", tags=["events"])
 
 
 def _seconds(event: EventIn) -> int:
-    moment = event.timestamp
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp())
+    if isinstance(event.timestamp, int):
+        return event.timestamp
+    return int(event.timestamp.timestamp())
 
 
 @router.post("/events", response_model=EventsResponse, responses={422: {"model": Problem}})
@@ -28,6 +26,11 @@ async def ingest_events(
     """Accepted events extend the user's history and the counters the worker's new-user and
     drift triggers read; a repeated event id is a duplicate, not an error; an unknown item or an
     impossible time rejects that event only."""
+    limit = runtime.settings.max_events_per_request
+    if len(body.events) > limit:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"at most {limit} events per request"
+        )
     latest_allowed = time.time() + runtime.settings.max_event_skew_s
     known = await items.known_item_ids(session, [e.item_id for e in body.events])
     verdicts: dict[int, EventResult] = {}
@@ -60,8 +63,8 @@ async def ingest_events(
     results = []
     for n, event in enumerate(body.events):
         if n not in verdicts:
-            status = "accepted" if event.event_id in inserted else "duplicate"
-            verdicts[n] = EventResult(event_id=event.event_id, status=status)
+            outcome = "accepted" if event.event_id in inserted else "duplicate"
+            verdicts[n] = EventResult(event_id=event.event_id, status=outcome)
         results.append(verdicts[n])
     return EventsResponse(
         accepted=sum(r.status == "accepted" for r in results),

@@ -51,8 +51,9 @@ async def recommend(
     """Top `count` items for the user. A user never seen before is recorded and gets the
     task-level prompt; `history` replaces the stored history; `candidates` must be known."""
     catalog = runtime.catalog
-    user = await users.ensure_user(session, user_id)
-    await session.commit()
+    user, created = await users.ensure_user(session, user_id)
+    if created:
+        await session.commit()
     if body.history is not None:
         history = _indices(catalog.index_of, body.history, "history")
     else:
