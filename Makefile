@@ -21,11 +21,18 @@ setup: $(STAMP)
 data: setup
 	$(BIN)/promptrec data fetch --out $(DATA)
 
-# Until the service exists, `make run` evaluates the shipped default model (training it only if
-# it is missing) and prints the quality table.
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+# The shipped model is reused (trained only if missing); the dataset is loaded into the database
+# (embedded SQLite unless PROMPTREC_DATABASE_URL is set; loading is idempotent); then the API.
 run: data
 	test -f $(MODEL)/model.safetensors || $(BIN)/promptrec train --preset small --data $(DATA) --out $(MODEL)
-	$(BIN)/promptrec eval --model $(MODEL) --data $(DATA) --no-baselines
+	$(BIN)/promptrec db upgrade
+	$(BIN)/promptrec db load-dataset --data $(DATA)
+	@echo "PromptRec API on http://$(HOST):$(PORT)  (docs: http://$(HOST):$(PORT)/docs)"
+	@echo "try: curl -s -X POST http://$(HOST):$(PORT)/v1/users/1/recommendations -H 'content-type: application/json' -d '{\"task\": \"sequential\", \"count\": 10}'"
+	$(BIN)/promptrec serve --host $(HOST) --port $(PORT) --model $(MODEL)
 
 test: setup
 	$(BIN)/ruff check .

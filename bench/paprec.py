@@ -27,9 +27,9 @@ from models.data.dataset import InteractionData
 from models.data.splits import make_splits
 from models.metrics import paired_bootstrap_ci
 from models.prompts.paprec.config import PaprecConfig
-from models.prompts.paprec.pipeline import run_search
+from models.prompts.paprec.pipeline import run_search, training_examples
 from models.prompts.paprec.search import PaprecSearch
-from models.prompts.selection import SearchExamples, build_examples
+from models.prompts.selection import SearchExamples
 from models.report import (
     best_by_validation,
     load_context,
@@ -62,14 +62,7 @@ def quality_rows(methods, splits, best_manual):
 
 def personal_speed(lm, splits, catalog, profiles, task_tokens, config, n_users=256) -> dict:
     users = splits.user_indices("cold")[:n_users]
-    examples = build_examples(
-        [splits.users[u] for u in users],
-        [splits.train[u] for u in users],
-        [profiles[u] for u in users],
-        catalog,
-        config.selection_per_user,
-        config.held_out_per_user,
-    )
+    examples = training_examples(splits, users, profiles, catalog, config)
     search = PaprecSearch(lm, config, progress=False)
     start = time.perf_counter()
     outcomes = search.search_personal(examples, task_tokens)

@@ -34,8 +34,8 @@ PAD = 0  # embedding row 0 is padding; item i is embedded at row i + 1
 
 @dataclass(frozen=True)
 class SASRecConfig:
-    hidden: int = 64
-    """Embedding and model width."""
+    hidden: int = 128
+    """Embedding and model width (128 beat 64 on ML-100k warm validation: NDCG@10 .109 vs .101)."""
     blocks: int = 2
     """Number of Transformer blocks."""
     heads: int = 2
@@ -50,8 +50,8 @@ class SASRecConfig:
     """AdamW weight decay."""
     batch_size: int = 128
     """Training windows per step."""
-    epochs: int = 40
-    """Maximum number of passes over the training windows."""
+    epochs: int = 80
+    """Maximum number of passes over the training windows (validation still improved at 60)."""
     max_windows: int = 0
     """Windows per sequence, newest first (0: cut the whole sequence into windows)."""
     eval_every: int = 5

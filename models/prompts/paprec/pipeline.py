@@ -4,6 +4,7 @@ interrupted run resumes where it stopped."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +14,29 @@ from models.data.splits import Splits
 from models.prompts.paprec.config import PaprecConfig
 from models.prompts.paprec.search import PaprecSearch
 from models.prompts.paprec.state import PaprecState, PromptSet
-from models.prompts.selection import build_examples
+from models.prompts.selection import SearchExamples, build_examples
 from models.rlm.model import RecLM
 from models.user_context import ItemCatalog
 
 PERSONAL_CHUNK = 128
+
+
+def training_examples(
+    splits: Splits,
+    users: Sequence[int],
+    profiles: list[list[str]],
+    catalog: ItemCatalog,
+    config: PaprecConfig,
+) -> SearchExamples:
+    """Selection examples of these user indices from their training sequences only."""
+    return build_examples(
+        [splits.users[u] for u in users],
+        [splits.train[u] for u in users],
+        [profiles[u] for u in users],
+        catalog,
+        config.selection_per_user,
+        config.held_out_per_user,
+    )
 
 
 def run_search(
@@ -47,14 +66,7 @@ def run_search(
         prompt_set = previous
 
     def examples_for(users: np.ndarray):
-        return build_examples(
-            [splits.users[u] for u in users],
-            [splits.train[u] for u in users],
-            [profiles[u] for u in users],
-            catalog,
-            config.selection_per_user,
-            config.held_out_per_user,
-        )
+        return training_examples(splits, users, profiles, catalog, config)
 
     rng = np.random.default_rng(config.seed)
     warm = splits.user_indices("warm")

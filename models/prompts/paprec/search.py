@@ -265,9 +265,10 @@ class PaprecSearch:
     ) -> dict[str, UserOutcome]:
         """Incremental mode: task tokens frozen, personal tokens searched for these users only.
 
-        A user keeps personal tokens only if, on their held-out examples, the target
-        log-likelihood beats the task-level prompt's (on the search examples when they have
-        none held out). Nothing outside `examples` is read or changed.
+        A user keeps personal tokens only if they beat the task-level prompt twice: a strictly
+        higher surrogate on the search examples and a higher target log-likelihood on the
+        held-out examples (the search examples when a user has none held out). Nothing outside
+        `examples` is read or changed.
         """
         cfg = self.config
         n_users = len(examples.users)
@@ -291,7 +292,10 @@ class PaprecSearch:
         has_check = np.bincount(check.owner, minlength=n_users) > 0
         outcomes = {}
         for u, user in enumerate(examples.users):
-            kept = bool(has_check[u] and logp_after[u] > logp_before[u] and best[u] >= before[u])
+            # Kept only if the search itself found better words (strictly, on the user's search
+            # examples) and they also help on the held-out interaction: the initial filler
+            # words alone never count as a personal prompt.
+            kept = bool(has_check[u] and best[u] > before[u] and logp_after[u] > logp_before[u])
             outcomes[user] = UserOutcome(
                 tokens=self.tokens(personal[u]),
                 surrogate_before=round(float(before[u]), 5),
