@@ -16,7 +16,7 @@ def encode_token_lists(
 
     Equivalent to `lm.tokenizer(" ".join(tokens))` (a test pins that), without re-parsing text.
     """
-    vocab = lm.tokenizer.get_vocab()
+    vocab = lm.vocab
     unk, eos = lm.tokenizer.unk_token_id, lm.tokenizer.eos_token_id
     rows = [[vocab.get(t, unk) for t in tokens] + [eos] for tokens in token_lists]
     return pad_rows(rows, lm.tokenizer.pad_token_id, device or lm.device)

@@ -86,9 +86,11 @@ class RecLM:
     max_history: int
     meta: dict
     _item_token_ids: torch.Tensor = field(init=False, repr=False)
+    vocab: dict[str, int] = field(init=False, repr=False)
+    """token -> id, read once: the tokenizer rebuilds this dict on every get_vocab() call."""
 
     def __post_init__(self) -> None:
-        vocab = self.tokenizer.get_vocab()
+        self.vocab = vocab = self.tokenizer.get_vocab()
         ids = [vocab[f"{ITEM_TOKEN_PREFIX}{k}"] for k in range(len(self.item_ids))]
         self._item_token_ids = torch.tensor(ids, dtype=torch.long)
 

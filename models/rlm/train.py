@@ -82,7 +82,7 @@ def build_rlm(
 
 
 def collate(lm: RecLM, batch: list[Sample], device: torch.device):
-    vocab = lm.tokenizer.get_vocab()
+    vocab = lm.vocab
     unk, eos = lm.tokenizer.unk_token_id, lm.tokenizer.eos_token_id
     rows = [[vocab.get(t, unk) for t in s.tokens] + [eos] for s in batch]
     ids, mask = pad_rows(rows, lm.tokenizer.pad_token_id, device)

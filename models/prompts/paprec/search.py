@@ -49,7 +49,7 @@ class PaprecSearch:
         config = config or PaprecConfig()
         self.lm, self.config, self.progress = lm, config, progress
         self.template = TEMPLATES[config.template]
-        self.vocab = lm.tokenizer.get_vocab()
+        self.vocab = lm.vocab
         self.inverse = {i: t for t, i in self.vocab.items()}
         words = sorted(i for t, i in self.vocab.items() if is_word(t))
         self.word_ids = torch.tensor(words, dtype=torch.long, device=lm.device)
