@@ -46,3 +46,9 @@ def data() -> InteractionData:
 @pytest.fixture(scope="session")
 def splits(data):
     return make_splits(data)
+
+
+@pytest.fixture(scope="session")
+def data_without_repeats() -> InteractionData:
+    """Nobody meets an item twice, so a held-out item is truly absent from training."""
+    return synthetic_data(n_users=80, n_items=120, length=14)

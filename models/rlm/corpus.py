@@ -25,6 +25,9 @@ class CorpusConfig:
     """Weight of the j-th next item is decay**j before normalisation (the next item weighs most)."""
     field_drop: float = 0.3
     """Probability that the profile, and independently the taste, is left out of a prompt."""
+    short_history: float = 0.25
+    """Probability that only the last 1-4 items are shown; the taste words still summarise the
+    whole history, so the model must learn to read them."""
     direct_fraction: float = 0.15
     """Share of history cuts phrased as the direct task (pick among candidates)."""
     direct_candidates: int = 20
@@ -87,8 +90,11 @@ class TrainingCorpus:
     def _history_sample(self, cut: tuple[int, int], rng: np.random.Generator) -> Sample:
         u, t = cut
         seq = self.splits.train[u]
+        shown = seq[:t]
+        if rng.random() < self.config.short_history:
+            shown = shown[-int(rng.integers(1, 5)) :]
         fields = PromptFields(
-            history=seq[:t],
+            history=shown,
             profile=self.profiles[u] if rng.random() >= self.config.field_drop else [],
             taste=self.tastes[cut] if rng.random() >= self.config.field_drop else [],
         )
@@ -103,7 +109,8 @@ class TrainingCorpus:
     def _direct_sample(
         self, u: int, fields: PromptFields, target: int, rng: np.random.Generator
     ) -> Sample:
-        seen = set(fields.history)
+        # Never the user's held-out items: a negative shown in a training prompt would leak them.
+        seen = {*self.splits.train[u], self.splits.valid[u], self.splits.test[u]}
         negatives: list[int] = []
         while len(negatives) < self.config.direct_candidates - 1:
             i = int(rng.integers(self.splits.n_items))

@@ -41,7 +41,7 @@ PRESETS: dict[str, Preset] = {
         d_model=64, d_ff=128, num_layers=2, num_decoder_layers=1, num_heads=2, max_history=10
     ),
     "small": Preset(
-        d_model=128, d_ff=384, num_layers=3, num_decoder_layers=1, num_heads=4, max_history=12
+        d_model=128, d_ff=384, num_layers=3, num_decoder_layers=1, num_heads=4, max_history=16
     ),
     "base": Preset(
         d_model=384, d_ff=1024, num_layers=6, num_decoder_layers=2, num_heads=6, max_history=30
