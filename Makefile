@@ -4,6 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DATA ?= data/ml-100k
 MODEL ?= artifacts/rlm-small
+PROMPTS ?= artifacts/prompts/sequential.json
 STAMP := $(VENV)/.installed
 
 .PHONY: run test setup lint data train eval bench-quality bench-paprec clean
@@ -30,6 +31,7 @@ run: data
 	test -f $(MODEL)/model.safetensors || $(BIN)/promptrec train --preset small --data $(DATA) --out $(MODEL)
 	$(BIN)/promptrec db upgrade
 	$(BIN)/promptrec db load-dataset --data $(DATA)
+	$(BIN)/promptrec db load-prompts $(PROMPTS)
 	@echo "PromptRec API on http://$(HOST):$(PORT)  (docs: http://$(HOST):$(PORT)/docs)"
 	@echo "try: curl -s -X POST http://$(HOST):$(PORT)/v1/users/1/recommendations -H 'content-type: application/json' -d '{\"task\": \"sequential\", \"count\": 10}'"
 	$(BIN)/promptrec serve --host $(HOST) --port $(PORT) --model $(MODEL)

@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     load = db_commands.add_parser("load-dataset", help="users, items, interactions of a dataset")
     load.add_argument("--data", type=Path, help="dataset directory (PROMPTREC_DATA_DIR)")
     load.set_defaults(run=_db_load_dataset)
+    prompts = db_commands.add_parser("load-prompts", help="a prompt set file from `search`")
+    prompts.add_argument("file", type=Path, nargs="?", default=DEFAULT_PROMPTS)
+    prompts.set_defaults(run=_db_load_prompts)
     return parser
 
 
@@ -266,6 +269,22 @@ def _db_upgrade(args: argparse.Namespace) -> int:
     url = get_settings().database_url
     migrate.upgrade(url, args.revision)
     print(f"database at revision {args.revision}")
+    return 0
+
+
+def _db_load_prompts(args: argparse.Namespace) -> int:
+    from service.db import migrate
+    from service.db.engine import make_sync_engine
+    from service.db.prompt_loader import load_prompt_set
+    from service.settings import get_settings
+
+    settings = get_settings()
+    migrate.upgrade(settings.database_url)
+    engine = make_sync_engine(settings.database_url)
+    try:
+        print(load_prompt_set(engine, args.file).line())
+    finally:
+        engine.dispose()
     return 0
 
 
