@@ -79,6 +79,9 @@ async def recommend(
         exclude=frozenset(history) if body.exclude_seen else frozenset(),
         candidates=tuple(candidates) if candidates is not None else None,
     )
+    # Give the connection back before waiting for the model: requests queued in the batcher
+    # must not hold the pool's few connections (that capped batches at the pool size).
+    await session.close()
     ranked = await runtime.batcher.submit(request, runtime.settings.request_timeout_ms / 1000)
     return RecommendationResponse(
         recommendation_id=uuid.uuid4().hex,
