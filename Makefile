@@ -7,7 +7,7 @@ MODEL ?= artifacts/rlm-small
 PROMPTS ?= artifacts/prompts/sequential.json
 STAMP := $(VENV)/.installed
 
-.PHONY: run test setup lint data train eval bench-quality bench-paprec clean
+.PHONY: run test setup lint data train eval bench-quality bench-paprec bench-serve clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,10 @@ bench-quality: data
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# Writes bench/results/serve.json: a real uvicorn process under load at concurrency 1-128.
+bench-serve: data
+	$(BIN)/python bench/serve_load.py --out bench/results/serve.json
 
 # Writes bench/results/paprec.json (runs or resumes the prompt search into artifacts/prompts/).
 bench-paprec: data
