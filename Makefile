@@ -7,7 +7,7 @@ MODEL ?= artifacts/rlm-small
 PROMPTS ?= artifacts/prompts/sequential.json
 STAMP := $(VENV)/.installed
 
-.PHONY: run test setup lint data train eval bench-quality bench-paprec bench-serve clean
+.PHONY: run test setup lint data train eval bench-quality bench-paprec bench-serve bench-worker clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,11 @@ clean:
 # Writes bench/results/serve.json: a real uvicorn process under load at concurrency 1-128.
 bench-serve: data
 	$(BIN)/python bench/serve_load.py --out bench/results/serve.json
+
+# Writes bench/results/worker.json: cold users replayed through API -> Redis -> worker -> Postgres
+# (needs the local Postgres and Redis, as the tests do).
+bench-worker: data
+	$(BIN)/python bench/worker.py --out bench/results/worker.json
 
 # Writes bench/results/paprec.json (runs or resumes the prompt search into artifacts/prompts/).
 bench-paprec: data

@@ -102,6 +102,31 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="warning", help="uvicorn's own log level")
     serve.set_defaults(run=_serve)
 
+    worker = commands.add_parser(
+        "worker", help="prompt-search worker: a Redis Streams consumer (PROMPTREC_REDIS_URL)"
+    )
+    worker.add_argument("--model", type=Path, help="model directory (PROMPTREC_MODEL_PATH)")
+    worker.add_argument(
+        "--device", help="cpu, cuda, cuda:1 (PROMPTREC_DEVICE; default: CUDA when present)"
+    )
+    worker.add_argument("--consumer", help="name in the consumer group (default: host-pid)")
+    worker.add_argument(
+        "--metrics-port", type=int, help="serve Prometheus metrics on this port (default: none)"
+    )
+    worker.set_defaults(run=_worker)
+
+    demo = commands.add_parser(
+        "demo", help="replay held-out cold users against a running service: before/after table"
+    )
+    demo.add_argument("--url", default="http://127.0.0.1:8000", help="the running service")
+    demo.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the dataset it serves")
+    demo.add_argument("--users", type=int, default=20, help="cold users to replay")
+    demo.add_argument("--timeout", type=float, default=300.0, help="seconds to wait per search")
+    demo.add_argument("--concurrency", type=int, default=16)
+    demo.add_argument("--seed", type=int, default=0, help="which cold users")
+    demo.add_argument("--out", type=Path, help="also write per-user results as JSON")
+    demo.set_defaults(run=_demo)
+
     db = commands.add_parser("db", help="the service database (PROMPTREC_DATABASE_URL)")
     db_commands = db.add_subparsers(title="db commands")
     upgrade = db_commands.add_parser("upgrade", help="alembic upgrade head")
@@ -262,6 +287,60 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from models.rlm.model import RecLM
+    from service.observability import configure_logging
+    from service.settings import Settings
+    from worker.main import default_consumer, run_worker
+
+    overrides = {"model_path": args.model} if args.model else {}
+    if args.device:
+        overrides["device"] = args.device
+    settings = Settings(**overrides)
+    configure_logging(settings.log_level)
+    if settings.redis_url is None:
+        raise ValueError(
+            "promptrec worker reads the Redis stream: set PROMPTREC_REDIS_URL (without Redis "
+            "the gateway runs the worker in-process)"
+        )
+    if args.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(args.metrics_port)
+    # One process per device, and the model is loaded here, in the process that uses it:
+    # nothing forks after CUDA is initialised.
+    lm = RecLM.load(settings.model_path, settings.device)
+    asyncio.run(run_worker(settings, lm, args.consumer or default_consumer()))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import asyncio
+    from dataclasses import asdict
+
+    import httpx
+
+    from service.demo import cold_users, replay, summary, table
+
+    try:
+        httpx.get(f"{args.url}/health/live", timeout=5).raise_for_status()
+    except httpx.HTTPError as error:
+        raise ValueError(
+            f"no PromptRec service at {args.url} ({error}); start one with `make run`"
+        ) from error
+    users = cold_users(args.data, args.users, args.seed)
+    print(f"replaying {len(users)} cold users of {args.data} against {args.url} ...")
+    results = asyncio.run(replay(args.url, users, args.timeout, args.concurrency))
+    print(table(results))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        body = {"summary": summary(results), "users": [asdict(r) for r in results]}
+        args.out.write_text(json.dumps(body, indent=1))
+    return 0 if all(r.error is None for r in results) else 1
+
+
 def _db_upgrade(args: argparse.Namespace) -> int:
     from service.db import migrate
     from service.settings import get_settings
@@ -279,6 +358,7 @@ def _db_load_prompts(args: argparse.Namespace) -> int:
     from service.settings import get_settings
 
     settings = get_settings()
+    _check_prompt_fingerprint(args.file, settings.model_path)
     migrate.upgrade(settings.database_url)
     engine = make_sync_engine(settings.database_url)
     try:
@@ -286,6 +366,24 @@ def _db_load_prompts(args: argparse.Namespace) -> int:
     finally:
         engine.dispose()
     return 0
+
+
+def _check_prompt_fingerprint(path: Path, model_path: Path) -> None:
+    """The API serves prompts searched on its own model only: refuse a set searched on another."""
+    from models.prompts.paprec.state import PromptSet
+    from models.rlm.model import RecLM
+
+    if not (model_path / "config.json").is_file():
+        return  # no model yet: nothing to compare with
+    searched_on = PromptSet.load(path).model_fingerprint
+    served = RecLM.load(model_path, "cpu").fingerprint()
+    if searched_on != served:
+        raise ValueError(
+            f"{path} was searched on model {searched_on}, but the served model "
+            f"(PROMPTREC_MODEL_PATH={model_path}) is {served}: the API would never serve it. "
+            "Run `promptrec search --model DIR --out FILE` for this model, or point "
+            "PROMPTREC_MODEL_PATH at the model the file was searched on."
+        )
 
 
 def _db_load_dataset(args: argparse.Namespace) -> int:

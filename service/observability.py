@@ -82,3 +82,17 @@ QUEUE_DEPTH = Gauge("promptrec_inference_queue_depth", "Ranking requests waiting
 CACHE_LOOKUPS = Counter(
     "promptrec_prompt_cache_lookups_total", "Prompt cache lookups", ["result"]
 )  # hit | miss | error
+
+WORKER_USERS = Counter(
+    "promptrec_worker_users_total",
+    "Users the prompt-search worker finished, by outcome",
+    ["outcome"],
+)
+WORKER_BATCH_SECONDS = Histogram(
+    "promptrec_worker_batch_seconds",
+    "Wall time of one worker batch (database, search, writes)",
+    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+WORKER_DEAD_LETTERS = Counter(
+    "promptrec_worker_dead_letters_total", "Search messages moved to the dead-letter stream"
+)

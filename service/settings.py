@@ -47,7 +47,22 @@ class Settings(BaseSettings):
     # What the worker's triggers read: a new user gets a personal search after this many
     # events; a searched user is re-checked for drift after this many new events.
     new_user_events: int = Field(5, ge=1)
-    drift_events: int = Field(20, ge=1)
+    drift_events: int = Field(5, ge=1)
+
+    # Prompt-search workers (`promptrec worker`, or in-process in the gateway without Redis).
+    embedded_worker: bool = True  # without a Redis URL, the gateway runs the worker itself
+    worker_tasks: list[str] = ["sequential"]  # tasks whose users the scheduler keeps searched
+    worker_batch_size: int = Field(32, ge=1)  # users per incremental search (XREADGROUP COUNT)
+    worker_block_ms: int = Field(1000, ge=1)  # how long one read waits for new messages
+    worker_heartbeat_s: float = Field(5.0, gt=0)  # refreshes in-flight messages' idle time
+    worker_claim_idle_s: float = Field(60.0, gt=0)  # peers take over messages idle this long
+    worker_max_deliveries: int = Field(3, ge=1)  # then the message is dead-lettered
+    worker_scheduler_interval_s: float = Field(10.0, gt=0)  # finds new and drifting users
+    worker_reconcile_interval_s: float = Field(30.0, gt=0)  # re-enqueues jobs Redis lost
+    worker_reconcile_grace_s: float = Field(30.0, ge=0)  # a queued entry younger is left alone
+    worker_max_backoff_s: float = Field(
+        30.0, gt=0
+    )  # ceiling of the retry delay when a store is down
 
     log_level: str = "INFO"
 

@@ -19,6 +19,8 @@ from service.db.tables import Interaction
 from service.inference import Catalog, Ranked, Ranker, RankRequest
 from service.repositories import items as item_repo
 from service.settings import Settings
+from worker.queue import LocalQueue, SearchQueue, StreamQueue
+from worker.runner import Worker
 
 log = logging.getLogger("promptrec.runtime")
 
@@ -33,14 +35,21 @@ class Runtime:
     fingerprint: str
     catalog: Catalog
     batcher: MicroBatcher[RankRequest, Ranked]
+    queue: SearchQueue  # where admin jobs are enqueued (the workers' stream, or in-process)
+    worker: Worker | None = None  # the embedded worker (no Redis) and its task
+    worker_task: asyncio.Task | None = None
 
     async def close(self) -> None:
+        if self.worker_task is not None:
+            self.worker.stop()
+            await self.worker_task
+        await self.queue.close()
         await self.batcher.stop()
         await self.cache.close()
         await self.engine.dispose()
 
 
-async def _sync_catalog(sessions: async_sessionmaker, lm: RecLM) -> Catalog:
+async def load_catalog(sessions: async_sessionmaker, lm: RecLM) -> Catalog:
     """Make sure every item the model ranks has a row (events may name it), then read titles,
     genres and interaction counts for the catalogue."""
     async with sessions() as session:
@@ -72,14 +81,38 @@ async def start_runtime(settings: Settings, lm: RecLM | None = None) -> Runtime:
         lm = await asyncio.to_thread(RecLM.load, settings.model_path, settings.device)
     lm.model.eval()
     fingerprint = await asyncio.to_thread(lm.fingerprint)
-    catalog = await _sync_catalog(sessions, lm)
+    catalog = await load_catalog(sessions, lm)
     cache = make_cache(settings.redis_url, settings.redis_key_prefix, settings.prompt_cache_ttl_s)
     batcher: MicroBatcher[RankRequest, Ranked] = MicroBatcher(
         Ranker(lm).rank, settings.max_batch_size, settings.max_wait_ms, settings.queue_limit
     )
     await batcher.start()
+    queue = make_queue(settings, consumer="gateway")
+    runtime = Runtime(settings, engine, sessions, cache, lm, fingerprint, catalog, batcher, queue)
+    if settings.redis_url is None and settings.embedded_worker:
+        runtime.worker = Worker(settings, sessions, queue, cache, lm, catalog, fingerprint)
+        runtime.worker_task = asyncio.create_task(runtime.worker.run(), name="embedded-worker")
     log.info(
         "ready",
-        extra={"model": fingerprint, "items": lm.n_items, "cache": cache.name},
+        extra={
+            "model": fingerprint,
+            "items": lm.n_items,
+            "cache": cache.name,
+            "queue": queue.name,
+            "embedded_worker": runtime.worker_task is not None,
+        },
     )
-    return Runtime(settings, engine, sessions, cache, lm, fingerprint, catalog, batcher)
+    return runtime
+
+
+def make_queue(settings: Settings, consumer: str) -> SearchQueue:
+    if settings.redis_url is None:
+        return LocalQueue(settings.worker_claim_idle_s, settings.worker_block_ms)
+    return StreamQueue(
+        settings.redis_url,
+        settings.redis_key_prefix,
+        consumer,
+        settings.worker_block_ms,
+        settings.worker_claim_idle_s,
+        settings.worker_max_deliveries,
+    )

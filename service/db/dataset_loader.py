@@ -1,7 +1,9 @@
 """Load a dataset directory (ML-100k or `promptrec data import` output) into the database.
 
 Idempotent: rows that exist are left as they are (users and items keyed by id, interactions by
-an event id derived from user, item and time), so re-running adds only what is new.
+an event id derived from user, item and time), so re-running adds only what is new. One
+exception: items that the API or a worker recorded from the model's vocabulary before the
+dataset was loaded have no title or genres; the dataset's metadata fills them in.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -55,6 +57,22 @@ def _text(value, max_length: int) -> str | None:
     return text[:max_length] if text not in ("", "<NA>", "nan") else None
 
 
+def _fill_blank_items(session: Session, items: list[dict]) -> None:
+    table = Item.__table__
+    statement = (
+        update(table)
+        .where(table.c.item_id == bindparam("id"), table.c.title == "", table.c.genres == "")
+        .values(title=bindparam("new_title"), genres=bindparam("new_genres"))
+    )
+    rows = [
+        {"id": i["item_id"], "new_title": i["title"], "new_genres": i["genres"]}
+        for i in items
+        if i["title"] or i["genres"]
+    ]
+    if rows:
+        session.connection().execute(statement, rows)
+
+
 def event_id(user: str, item: str, timestamp: int) -> str:
     return f"load:{user}:{item}:{timestamp}"
 
@@ -97,6 +115,7 @@ def load_dataset(engine: Engine, directory: Path) -> LoadReport:
         ]
         n_users = _insert_new(session, User, user_rows)
         n_items = _insert_new(session, Item, list(items.values()))
+        _fill_blank_items(session, list(items.values()))
         n_interactions = _insert_new(session, Interaction, interactions)
         # The trigger counters count every interaction a user has.
         counts = select(func.count()).where(Interaction.user_id == User.user_id)

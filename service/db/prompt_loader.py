@@ -1,9 +1,9 @@
 """Load a PAP-REC prompt set file (`promptrec search` output) into the database.
 
 Idempotent: the task tokens become a new prompt-set version only when they differ from the
-current one for that task and model; a user gets a new prompt version only when their kept
-personal tokens differ from their current ones. Users the database does not know are skipped
-and counted (load the dataset first).
+current one for that task and model; a searched user gets a new prompt version only when their
+kept personal tokens (none when the task-level prompt won) differ from their current ones.
+Users the database does not know are skipped and counted (load the dataset first).
 """
 
 from __future__ import annotations
@@ -74,8 +74,6 @@ def load_prompt_set(engine: Engine, path: Path) -> PromptLoadReport:
         added = unchanged = unknown = 0
         now = datetime.now(UTC)
         for user, outcome in sorted(state.outcomes.items()):
-            if not outcome.kept:
-                continue
             if user not in known:
                 unknown += 1
                 continue
@@ -90,7 +88,10 @@ def load_prompt_set(engine: Engine, path: Path) -> PromptLoadReport:
                 .order_by(UserPrompt.version.desc())
                 .limit(1)
             )
-            if latest is not None and list(latest.tokens) == outcome.tokens:
+            # A searched user who keeps the task-level prompt gets a version with no tokens:
+            # the worker's new-user trigger then knows they were searched.
+            tokens = list(outcome.tokens) if outcome.kept else []
+            if latest is not None and list(latest.tokens) == tokens:
                 unchanged += 1
                 continue
             session.add(
@@ -104,9 +105,11 @@ def load_prompt_set(engine: Engine, path: Path) -> PromptLoadReport:
                         UserPrompt.user_id == user,
                         UserPrompt.task == task,
                     ),
-                    tokens=outcome.tokens,
+                    tokens=tokens,
                     metric_before=outcome.surrogate_before,
-                    metric_after=outcome.surrogate_after,
+                    metric_after=outcome.surrogate_after
+                    if outcome.kept
+                    else outcome.surrogate_before,
                     metrics={
                         "held_out_logp_before": outcome.held_out_logp_before,
                         "held_out_logp_after": outcome.held_out_logp_after,

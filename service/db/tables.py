@@ -128,7 +128,12 @@ class UserPrompt(Base):
     """A user's personal tokens for a task, one row per version (rollback marks, never deletes)."""
 
     __tablename__ = "user_prompts"
-    __table_args__ = (UniqueConstraint("user_id", "task", "version"),)
+    # (user, task, job) is what makes the worker's write idempotent: a job that is delivered
+    # twice writes one version.
+    __table_args__ = (
+        UniqueConstraint("user_id", "task", "version"),
+        UniqueConstraint("user_id", "task", "job_id"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.user_id", ondelete="CASCADE"))

@@ -19,11 +19,15 @@ from gateway_testing import (
     service_settings,
     temporary_postgres_database,
 )
+from sqlalchemy.engine import make_url
 
+from models.data.movielens import fetch_movielens
 from models.data.splits import make_splits
 from models.rlm.model import RecLM
 from models.rlm.train import TrainConfig, build_rlm
 from service.api.app import create_app
+from service.db.engine import make_sync_engine
+from service.db.prompt_loader import load_prompt_set
 
 
 @pytest.fixture(scope="session")
@@ -89,3 +93,43 @@ def service(request, lm, dataset_dir, embedded_url) -> Iterator[Service]:
         )
     with TestClient(create_app(settings, lm=lm)) as client:
         yield Service(request.param, client, settings)
+
+
+REPO = Path(__file__).resolve().parents[2]
+SMALL_MODEL = REPO / "artifacts" / "rlm-small"
+SHIPPED_PROMPTS = REPO / "artifacts" / "prompts" / "sequential.json"
+
+
+@pytest.fixture(scope="session")
+def movielens_dir(tmp_path_factory) -> Path:
+    shipped = REPO / "data" / "ml-100k"
+    if (shipped / "interactions.parquet").is_file():  # fetched already by `make run`
+        return shipped
+    out = tmp_path_factory.mktemp("ml") / "ml-100k"
+    fetch_movielens(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_fingerprint() -> str:
+    return RecLM.load(SMALL_MODEL).fingerprint()
+
+
+@pytest.fixture(scope="session")
+def movielens_template(movielens_dir) -> Iterator[str]:
+    """A Postgres database with ML-100k and the shipped prompt set loaded, as `make run` loads
+    them; tests take copies (`CREATE DATABASE ... TEMPLATE`)."""
+    with temporary_postgres_database() as url:
+        prepared_database(url, movielens_dir)
+        engine = make_sync_engine(url)
+        try:
+            load_prompt_set(engine, SHIPPED_PROMPTS)
+        finally:
+            engine.dispose()
+        yield make_url(url).database
+
+
+@pytest.fixture
+def movielens_database(movielens_template) -> Iterator[str]:
+    with temporary_postgres_database(template=movielens_template) as url:
+        yield url

@@ -40,6 +40,8 @@ def service_settings(database_url: str, **overrides) -> Settings:
         "request_timeout_ms": 10_000.0,
         "new_user_events": 3,
         "drift_events": 2,
+        # The API tests write prompts themselves; the worker has its own tests.
+        "embedded_worker": False,
         **overrides,
     }
     return Settings(**values)
@@ -106,15 +108,17 @@ def _postgres_available() -> bool:
 
 
 @contextlib.contextmanager
-def temporary_postgres_database() -> Iterator[str]:
-    """A uniquely named database, dropped afterwards; yields its SQLAlchemy URL."""
+def temporary_postgres_database(template: str | None = None) -> Iterator[str]:
+    """A uniquely named database (a copy of `template` if given), dropped afterwards; yields
+    its SQLAlchemy URL."""
     import psycopg
 
     if not _postgres_available():
         pytest.skip("Postgres is not running on 127.0.0.1:5432 (.ci/run starts it)")
     name = f"promptrec_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
+        copy = f' TEMPLATE "{template}"' if template else ""
+        connection.execute(f'CREATE DATABASE "{name}"{copy}')
     try:
         yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
     finally:

@@ -96,3 +96,21 @@ def test_serve_and_db_commands_have_help_and_serve_names_a_missing_model(tmp_pat
         assert "usage: promptrec" in capsys.readouterr().out
     assert main(["serve", "--model", str(tmp_path / "no-model")]) == 1
     assert "no model in" in capsys.readouterr().err
+
+
+def test_items_recorded_before_the_dataset_get_its_titles(tmp_path, dataset_dir, data):
+    """The API records the model's items at start; a dataset loaded later fills their titles."""
+    from service.db.dataset_loader import load_dataset
+
+    url = f"sqlite:///{tmp_path / 'late.db'}"
+    migrate.upgrade(url)
+    engine = make_sync_engine(url)
+    first = data.items.iloc[0]
+    with Session(engine) as session, session.begin():
+        session.add(Item(item_id=str(first["item"])))  # what the API's start-up writes
+        session.add(Item(item_id="kept", title="my own title"))
+    load_dataset(engine, dataset_dir)
+    with Session(engine) as session:
+        assert session.get(Item, str(first["item"])).title == first["title"]
+        assert session.get(Item, "kept").title == "my own title"
+    engine.dispose()

@@ -38,9 +38,10 @@ def test_loading_is_versioned_and_idempotent(tmp_path, data):
 
     first = load_prompt_set(engine, path)
     assert (first.task_added, first.task_version) == (True, 1)
-    assert (first.users_added, first.users_unknown) == (1, 1)  # u2 kept none; "nobody" unknown
+    # u2 kept none (a version with no tokens: searched); "nobody" is not in the database
+    assert (first.users_added, first.users_unknown) == (2, 1)
     again = load_prompt_set(engine, path)
-    assert (again.task_added, again.users_added, again.users_unchanged) == (False, 0, 1)
+    assert (again.task_added, again.users_added, again.users_unchanged) == (False, 0, 2)
 
     state.task_tokens = ["rebel", "the"]
     state.apply({"u1": _outcome(["scifi", "the"], True)})
@@ -54,6 +55,27 @@ def test_loading_is_versioned_and_idempotent(tmp_path, data):
             .order_by(UserPrompt.version)
         ).all()
         assert versions == [1, 2]
+        u2 = session.scalars(select(UserPrompt.tokens).where(UserPrompt.user_id == "u2")).all()
+        assert u2 == [[]]
         latest = session.scalar(select(PromptSetRow).order_by(PromptSetRow.version.desc()))
         assert latest.tokens == ["rebel", "the"] and latest.model_fingerprint == "abc123"
     engine.dispose()
+
+
+def test_the_command_refuses_a_prompt_set_searched_on_another_model(
+    tmp_path, model_dir, monkeypatch, capsys
+):
+    from service.cli import main
+    from service.settings import get_settings
+
+    path = tmp_path / "prompts.json"
+    state = PaprecState(task_tokens=["the"])
+    PromptSet("sequential", PaprecConfig(task_tokens=1), state, "not-this-model").save(path)
+    monkeypatch.setenv("PROMPTREC_DATABASE_URL", f"sqlite:///{tmp_path / 'p.db'}")
+    monkeypatch.setenv("PROMPTREC_MODEL_PATH", str(model_dir))
+    get_settings.cache_clear()
+    try:
+        assert main(["db", "load-prompts", str(path)]) == 1
+    finally:
+        get_settings.cache_clear()
+    assert "searched on model not-this-model" in capsys.readouterr().err

@@ -306,6 +306,25 @@ class PaprecSearch:
             )
         return outcomes
 
+    def compare_personal(
+        self,
+        examples: SearchExamples,
+        task_tokens: Sequence[str],
+        personal_tokens: Sequence[Sequence[str]],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Drift check: per user of `examples`, the mean surrogate over all their examples with
+        the task-level prompt alone and with their personal tokens (`personal_tokens[u]`, all
+        of one length)."""
+        n_users = len(examples.users)
+        batch = self.prepare(examples, range(len(examples)))
+        task = self.ids(task_tokens)
+        personal = np.array([self.ids(p) for p in personal_tokens], dtype=np.int64)
+        none = np.zeros((n_users, 0), dtype=np.int64)
+        return (
+            self._user_means(batch, task, none, n_users),
+            self._user_means(batch, task, personal.reshape(n_users, -1), n_users),
+        )
+
     def _user_logp(self, batch: _Batch, task: list[int], personal: np.ndarray, n_users: int):
         logp = self.example_scores(batch, _triggers(batch, task, personal))[1]
         counts = np.bincount(batch.owner, minlength=n_users).clip(min=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from typing import Annotated
 
@@ -22,6 +23,10 @@ from service.api.schemas import (
 from service.prompt_lookup import invalidate_user_prompt, served_prompt
 from service.repositories import jobs, users
 from service.repositories import prompts as prompt_repo
+from worker.queue import SearchTask
+from worker.runner import STORE_ERRORS
+
+log = logging.getLogger("promptrec.api")
 
 router = APIRouter(
     prefix="/v1/admin",
@@ -66,6 +71,15 @@ async def create_search_job(
     if not job.users:
         job.status = "done"  # nothing to search
     await session.commit()
+    try:
+        await runtime.queue.enqueue(
+            [SearchTask(job.job_id, u.user_id, body.task) for u in job.users]
+        )
+    except STORE_ERRORS as error:
+        # The job is committed: the workers' reconciler enqueues it once Redis is back.
+        log.warning(
+            "could not enqueue job", extra={"job": job.job_id, "error": type(error).__name__}
+        )
     return JobCreated(
         job_id=job.job_id, status=job.status, task=body.task, scope=scope, user_count=len(user_ids)
     )

@@ -1,0 +1,168 @@
+"""Benchmark: prompt-search workers end to end through the real stack.
+
+    python bench/worker.py [--users N] [--workers 1] [--batch-size 32] \
+        [--out bench/results/worker.json]
+
+What it does, all on this machine and in one run:
+
+1. a fresh Postgres database on 127.0.0.1:5432 (dropped afterwards) with MovieLens-100k and the
+   shipped prompt set loaded (`promptrec db upgrade / load-dataset / load-prompts`), a Redis key
+   prefix of its own on 127.0.0.1:6379 (deleted afterwards);
+2. `promptrec serve` (uvicorn) and `--workers` `promptrec worker` processes on that stack;
+3. the held-out cold users of ML-100k (never seen in RLM training) replayed as clients, as
+   `promptrec demo` does: recommendations *before* (task-level prompt, their history in the
+   request), their history posted as events (API -> Postgres), the worker's new-user trigger
+   (scheduler -> Redis stream -> batched search -> Postgres), recommendations *after* (with the
+   personal prompt the search wrote, or the task-level one when it kept none);
+4. `users_per_min`: users whose prompt was written, over the time from the first event posted
+   to the last prompt seen written; test HR@10/NDCG@10 before and after with a paired
+   bootstrap CI of the NDCG@10 difference.
+Prints a table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import psycopg
+import redis
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serve_load import ROOT, Server, _promptrec, _run_cli, _shown
+
+from models.metrics import paired_bootstrap_ci
+from service.demo import cold_users, replay, summary, table
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@contextlib.contextmanager
+def scratch_database():
+    name = f"promptrec_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, default=ROOT / "artifacts" / "rlm-small")
+    parser.add_argument("--data", type=Path, default=ROOT / "data" / "ml-100k")
+    parser.add_argument("--prompts", type=Path, default=ROOT / "artifacts/prompts/sequential.json")
+    parser.add_argument("--users", type=int, help="cold users to replay (default: all)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes")
+    parser.add_argument("--batch-size", type=int, default=32, help="PROMPTREC_WORKER_BATCH_SIZE")
+    parser.add_argument("--concurrency", type=int, default=32, help="clients replaying at once")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait per search")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "worker.json")
+    args = parser.parse_args()
+
+    prefix = f"promptrec-bench-{uuid.uuid4().hex[:8]}:"
+    logs = ROOT / "bench" / "results" / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    users = cold_users(args.data, args.users)
+    started: list[subprocess.Popen] = []
+    with scratch_database() as database_url:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTREC_")}
+        env.update(
+            PROMPTREC_DATABASE_URL=database_url,
+            PROMPTREC_REDIS_URL=REDIS_URL,
+            PROMPTREC_REDIS_KEY_PREFIX=prefix,
+            PROMPTREC_MODEL_PATH=str(args.model),
+            PROMPTREC_WORKER_BATCH_SIZE=str(args.batch_size),
+            PROMPTREC_WORKER_SCHEDULER_INTERVAL_S="1",
+            PROMPTREC_LOG_LEVEL="INFO",
+        )
+        _run_cli(["db", "upgrade"], env)
+        print(_run_cli(["db", "load-dataset", "--data", str(args.data)], env))
+        print(_run_cli(["db", "load-prompts", str(args.prompts)], env))
+        try:
+            with Server(env, args.model, logs / "worker-bench-api.log", "api") as server:
+                for w in range(args.workers):
+                    log = (logs / f"worker-bench-{w}.log").open("w")
+                    started.append(
+                        subprocess.Popen(
+                            [*_promptrec(), "worker", "--consumer", f"bench-{w}"],
+                            cwd=ROOT,
+                            env=env,
+                            stdout=log,
+                            stderr=subprocess.STDOUT,
+                        )
+                    )
+                time.sleep(5)  # the workers load the model
+                results = asyncio.run(
+                    replay(server.base_url, users, args.timeout, args.concurrency)
+                )
+        finally:
+            for process in started:
+                process.terminate()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(60)
+            client = redis.Redis.from_url(REDIS_URL)
+            keys = list(client.scan_iter(match=f"{prefix}*"))
+            if keys:
+                client.delete(*keys)
+            client.close()
+
+    print(table(results))
+    s = summary(results)
+    ok = [r for r in results if r.error is None]
+    after = np.array([r.ndcg_after for r in ok])
+    before = np.array([r.ndcg_before for r in ok])
+    body = {
+        "users_per_min": s.get("users_per_min"),
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "batch_size": args.batch_size,
+        "workers": args.workers,
+        "cold_users": {
+            "n": s["n"],
+            "searched": s["searched"],
+            "personalized": s["personalized"],
+            "HR@10_before": s["HR@10_before"],
+            "HR@10_after": s["HR@10_after"],
+            "NDCG@10_before": s["NDCG@10_before"],
+            "NDCG@10_after": s["NDCG@10_after"],
+            "ci95_NDCG@10_after_minus_before": [
+                round(x, 5) for x in paired_bootstrap_ci(after, before)
+            ],
+        },
+        "seconds": s.get("seconds"),
+        "errors": s["errors"],
+        "examples": [
+            {"user": r.user.source_user, "personal_tokens": r.personal_tokens}
+            for r in ok
+            if r.personalized
+        ][:10],
+        "machine": {
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+        },
+        "command": "python bench/worker.py "
+        + " ".join(a if not a.startswith(str(ROOT)) else _shown(Path(a)) for a in sys.argv[1:]),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(body, indent=1) + "\n")
+    print(f"written to {_shown(args.out)}")
+    return 0 if not s["errors"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

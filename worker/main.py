@@ -1,0 +1,54 @@
+"""`promptrec worker`: one process (per GPU), Redis Streams consumer, until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+
+from models.rlm.model import RecLM
+from service.api.runtime import load_catalog, make_queue
+from service.cache import make_cache
+from service.db.engine import make_async_engine, make_session_factory
+from service.settings import Settings
+from worker.runner import STORE_ERRORS, Backoff, Worker
+
+log = logging.getLogger("promptrec.worker")
+
+
+def default_consumer() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+async def run_worker(settings: Settings, lm: RecLM, consumer: str) -> None:
+    """Serve until SIGTERM/SIGINT: the batch in hand is finished (written and acknowledged)
+    before the process exits; anything not acknowledged is reclaimed by a peer."""
+    engine = make_async_engine(settings.database_url, settings.database_pool_size)
+    sessions = make_session_factory(engine)
+    queue = make_queue(settings, consumer)
+    cache = make_cache(settings.redis_url, settings.redis_key_prefix, settings.prompt_cache_ttl_s)
+    try:
+        backoff = Backoff(settings.worker_max_backoff_s)
+        while True:  # the database may still be starting (compose, a restart)
+            try:
+                catalog = await load_catalog(sessions, lm)
+                break
+            except STORE_ERRORS as error:
+                delay = backoff.next()
+                log.warning(
+                    "database unavailable",
+                    extra={"error": type(error).__name__, "retry_in_s": delay},
+                )
+                await asyncio.sleep(delay)
+        worker = Worker(settings, sessions, queue, cache, lm, catalog, lm.fingerprint())
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.stop)
+        log.info("worker ready", extra={"consumer": consumer, "device": str(lm.device)})
+        await worker.run()
+    finally:
+        await queue.close()
+        await cache.close()
+        await engine.dispose()

@@ -1,0 +1,368 @@
+"""The worker loop: receive a batch of (job, user) messages, search, write, acknowledge.
+
+Order of a batch, which is what makes it crash-safe: mark the rows running -> search (in a
+thread) -> write every user's new prompt version in one transaction -> invalidate their cache
+entries -> XACK. A crash anywhere before the XACK leaves the messages pending; a peer claims
+them after the claim timeout and the idempotent write makes a second delivery harmless. A store
+that is down (Postgres, Redis) is retried with capped exponential backoff, never a crash loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis.exceptions
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from models.rlm.model import RecLM
+from service.cache import PromptCache
+from service.inference import Catalog
+from service.observability import (
+    WORKER_BATCH_SECONDS,
+    WORKER_DEAD_LETTERS,
+    WORKER_USERS,
+)
+from service.prompt_lookup import invalidate_user_prompt
+from service.repositories.prompts import SearchedPrompt
+from service.settings import Settings
+from worker import store
+from worker.queue import Delivery, SearchQueue
+from worker.searcher import NotEnoughHistory, PersonalSearcher
+
+log = logging.getLogger("promptrec.worker")
+
+STORE_ERRORS = (
+    DBAPIError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    OSError,
+)
+
+
+class Backoff:
+    """0.5 s, 1 s, 2 s, ... up to `ceiling`; `reset` after a success."""
+
+    def __init__(self, ceiling: float, first: float = 0.5) -> None:
+        self.ceiling, self.first, self.failures = ceiling, first, 0
+
+    def next(self) -> float:
+        self.failures += 1
+        return min(self.ceiling, self.first * 2 ** (self.failures - 1))
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+@dataclass
+class BatchReport:
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0  # duplicates and messages of finished jobs
+
+
+def _isolating(compute: Callable[[list], dict], users: list) -> tuple[dict, dict[str, str]]:
+    """`compute(users)`; when it raises, each half again, down to the user that fails: one
+    poison user must not fail the others. Returns (results, errors by user id)."""
+    if not users:
+        return {}, {}
+    try:
+        return compute(users), {}
+    except Exception as error:
+        if len(users) == 1:
+            return {}, {users[0].user_id: f"{type(error).__name__}: {error}"}
+    half = len(users) // 2
+    first, first_errors = _isolating(compute, users[:half])
+    second, second_errors = _isolating(compute, users[half:])
+    return {**first, **second}, {**first_errors, **second_errors}
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: async_sessionmaker,
+        queue: SearchQueue,
+        cache: PromptCache,
+        lm: RecLM,
+        catalog: Catalog,
+        fingerprint: str,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.queue = queue
+        self.cache = cache
+        self.fingerprint = fingerprint
+        self.searcher = PersonalSearcher(lm, catalog)
+        self.backoff = Backoff(settings.worker_max_backoff_s)
+        self._stop = asyncio.Event()
+        self._next_schedule = 0.0
+        self._next_reconcile = 0.0
+        self._reconciled_once = False
+
+    def stop(self) -> None:
+        """Finish the batch in hand, then return from `run` (SIGTERM lands here)."""
+        self._stop.set()
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+
+    async def run(self) -> None:
+        log.info("worker started", extra={"queue": self.queue.name, "model": self.fingerprint})
+        while not self._stop.is_set():
+            try:
+                await self.tick()
+                self.backoff.reset()
+            except STORE_ERRORS as error:
+                delay = self.backoff.next()
+                log.warning(
+                    "store unavailable, retrying",
+                    extra={"error": f"{type(error).__name__}: {error}"[:300], "retry_in_s": delay},
+                )
+                await self._pause(delay)
+            except Exception:
+                # Anything else (a Redis reply the worker did not expect, a bug) is logged and
+                # retried with the same backoff: messages not acknowledged are delivered again.
+                delay = self.backoff.next()
+                log.exception("worker step failed", extra={"retry_in_s": delay})
+                await self._pause(delay)
+        log.info("worker stopped")
+
+    async def tick(self) -> BatchReport | None:
+        """Reconcile and schedule when due, then one batch (waits up to the block time)."""
+        now = time.monotonic()
+        if now >= self._next_reconcile:
+            await self.reconcile()
+            self._next_reconcile = now + self.settings.worker_reconcile_interval_s
+        if now >= self._next_schedule:
+            await self.schedule()
+            self._next_schedule = now + self.settings.worker_scheduler_interval_s
+        deliveries = await self.queue.receive(self.settings.worker_batch_size)
+        if not deliveries:
+            return None
+        return await self.process(deliveries)
+
+    # ---- Postgres is the source of truth ---------------------------------------------------
+    async def reconcile(self) -> int:
+        """Re-enqueue (job, user) rows still to do that no queue holds (Redis lost them, or the
+        gateway died between its commit and its enqueue)."""
+        # The first pass after a start takes every row: an in-process queue starts empty.
+        grace = self.settings.worker_reconcile_grace_s if self._reconciled_once else 0.0
+        queued = await self.queue.queued()
+        async with self.sessions() as session:
+            missing = await store.unqueued(session, queued, grace)
+        if missing:
+            await self.queue.enqueue(missing)
+            log.info("re-enqueued searches", extra={"count": len(missing)})
+        self._reconciled_once = True
+        return len(missing)
+
+    async def schedule(self) -> int:
+        """Jobs for new users and drift candidates (one scheduler at a time across workers)."""
+        total = 0
+        for task in self.settings.worker_tasks:
+            if not await self.queue.try_lock(
+                f"scheduler:{task}", self.settings.worker_scheduler_interval_s * 0.9
+            ):
+                continue
+            async with self.sessions() as session:
+                due = await store.schedule_due(
+                    session,
+                    task,
+                    self.fingerprint,
+                    self.settings.new_user_events,
+                    self.settings.drift_events,
+                )
+            if due:
+                await self.queue.enqueue(due)
+                log.info("scheduled searches", extra={"task": task, "count": len(due)})
+            total += len(due)
+        return total
+
+    # ---- one batch -------------------------------------------------------------------------
+    async def process(self, deliveries: list[Delivery]) -> BatchReport:
+        started = time.perf_counter()
+        heartbeat = asyncio.create_task(self._heartbeat(deliveries))
+        try:
+            while True:
+                try:
+                    report = await self._process(deliveries)
+                    break
+                except STORE_ERRORS as error:
+                    # Keep the batch (and its heartbeat) rather than let it be redelivered:
+                    # an outage must not count as a failed delivery.
+                    if self._stop.is_set():
+                        raise
+                    delay = self.backoff.next()
+                    log.warning(
+                        "store unavailable mid-batch, retrying",
+                        extra={"error": f"{type(error).__name__}"[:300], "retry_in_s": delay},
+                    )
+                    await self._pause(delay)
+        finally:
+            heartbeat.cancel()
+        WORKER_BATCH_SECONDS.observe(time.perf_counter() - started)
+        log.info(
+            "batch done",
+            extra={
+                "users": len(deliveries),
+                "done": report.done,
+                "failed": report.failed,
+                "skipped": report.skipped,
+                "seconds": round(time.perf_counter() - started, 3),
+            },
+        )
+        return report
+
+    async def _heartbeat(self, deliveries: list[Delivery]) -> None:
+        while True:
+            await asyncio.sleep(self.settings.worker_heartbeat_s)
+            try:
+                await self.queue.heartbeat(deliveries)
+            except (*STORE_ERRORS, redis.exceptions.RedisError) as error:
+                log.warning("heartbeat failed", extra={"error": type(error).__name__})
+
+    async def _dead_letter(self, delivery: Delivery, reason: str) -> None:
+        if delivery.search is not None:
+            async with self.sessions() as session:
+                await store.record_error(session, delivery.search, reason, final=True)
+        await self.queue.dead_letter(delivery, reason)
+        WORKER_DEAD_LETTERS.inc()
+        log.error(
+            "dead-lettered",
+            extra={
+                "message_id": delivery.message_id,
+                "deliveries": delivery.deliveries,
+                "reason": reason,
+            },
+        )
+
+    async def _process(self, deliveries: list[Delivery]) -> BatchReport:
+        report = BatchReport()
+        live = []
+        for d in deliveries:
+            if d.search is None:
+                await self._dead_letter(d, f"unreadable message fields {sorted(d.raw)}")
+                report.failed += 1
+            elif d.deliveries > self.settings.worker_max_deliveries:
+                async with self.sessions() as session:
+                    last = await store.last_error(session, d.search)
+                await self._dead_letter(
+                    d, f"delivered {d.deliveries} times; last error: {last or 'none recorded'}"
+                )
+                report.failed += 1
+            else:
+                live.append(d)
+        if not live:
+            return report
+        async with self.sessions() as session:
+            items = await store.start_batch(session, [d.search for d in live])
+        finished = [
+            d
+            for d in live
+            if d.search.key not in items or items[d.search.key].status in store.FINISHED
+        ]
+        await self.queue.ack(finished)
+        report.skipped += len(finished)
+        todo = [d for d in live if d not in finished]
+        for task in sorted({d.search.task for d in todo}):
+            batch = [d for d in todo if d.search.task == task]
+            done, failed = await self._search_task(task, batch, items)
+            report.done += done
+            report.failed += failed
+        return report
+
+    async def _search_task(
+        self, task: str, batch: list[Delivery], items: dict[tuple[str, str], store.WorkItem]
+    ) -> tuple[int, int]:
+        async with self.sessions() as session:
+            tokens = await store.task_tokens(session, task, self.fingerprint)
+            users = await store.load_users(
+                session, [d.search.user_id for d in batch], task, self.fingerprint
+            )
+        outcomes, errors = await asyncio.to_thread(self._compute, task, batch, items, users, tokens)
+        async with self.sessions() as session:
+            written = await store.finish(session, outcomes)
+        for search in written:
+            await invalidate_user_prompt(self.cache, self.fingerprint, task, search.user_id)
+        for o in outcomes:
+            WORKER_USERS.labels(o.outcome).inc()
+        ok = {o.search.key for o in outcomes}
+        await self.queue.ack([d for d in batch if d.search.key in ok])
+        # A failed user is not acknowledged: the message is delivered again after the claim
+        # timeout, until the delivery limit moves it to the dead-letter stream.
+        for d in batch:
+            if d.search.key in errors:
+                async with self.sessions() as session:
+                    await store.record_error(session, d.search, errors[d.search.key], final=False)
+                WORKER_USERS.labels("error").inc()
+                log.warning(
+                    "search failed",
+                    extra={
+                        "user": d.search.user_id,
+                        "job": d.search.job_id,
+                        "error": errors[d.search.key][:300],
+                    },
+                )
+        return len(outcomes), len(errors)
+
+    def _compute(
+        self,
+        task: str,
+        batch: list[Delivery],
+        items: dict[tuple[str, str], store.WorkItem],
+        users: dict[str, store.UserData],
+        tokens: list[str],
+    ) -> tuple[list[store.Outcome], dict[tuple[str, str], str]]:
+        """Drift checks, then one batched search for the rest (synchronous: runs in a thread)."""
+        errors: dict[tuple[str, str], str] = {}
+        by_user = {}
+        for d in batch:
+            user = users.get(d.search.user_id)
+            if user is None:
+                errors[d.search.key] = f"user {d.search.user_id} no longer exists"
+                continue
+            try:
+                self.searcher.check(user)
+            except NotEnoughHistory as error:
+                errors[d.search.key] = f"{type(error).__name__}: {error}"
+                continue
+            by_user[d.search.user_id] = d
+        drifting = [users[u] for u, d in by_user.items() if items[d.search.key].scope == "drifting"]
+        checks, check_errors = _isolating(lambda us: self.searcher.drift(us, tokens), drifting)
+        outcomes = []
+        for user_id, check in checks.items():
+            if check.personal_wins:
+                outcomes.append(store.Outcome(by_user[user_id].search, "personal_still_wins", None))
+        settled = {o.search.user_id for o in outcomes} | set(check_errors)
+        to_search = [users[u] for u in by_user if u not in settled]
+        results, search_errors = _isolating(
+            lambda us: self.searcher.personal(us, tokens), to_search
+        )
+        for user_id, result in results.items():
+            search = by_user[user_id].search
+            prompt = SearchedPrompt(
+                user_id=user_id,
+                task=task,
+                fingerprint=self.fingerprint,
+                tokens=list(result.tokens) if result.kept else [],
+                metric_before=result.surrogate_before,
+                metric_after=result.surrogate_after if result.kept else result.surrogate_before,
+                metrics={
+                    "searched_surrogate": result.surrogate_after,
+                    "held_out_logp_before": result.held_out_logp_before,
+                    "held_out_logp_after": result.held_out_logp_after,
+                },
+                job_id=search.job_id,
+            )
+            outcome = "personalized" if result.kept else "task_level_kept"
+            outcomes.append(store.Outcome(search, outcome, prompt))
+        for user_id, error in {**check_errors, **search_errors}.items():
+            errors[by_user[user_id].search.key] = error
+        return outcomes, errors

@@ -1,0 +1,93 @@
+"""The worker's compute: drift checks and batched incremental PAP-REC searches (synchronous,
+run in a thread; knows nothing of Redis or the database)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from models.prompts.paprec.config import PaprecConfig
+from models.prompts.paprec.search import PaprecSearch
+from models.prompts.paprec.state import UserOutcome
+from models.prompts.selection import build_examples
+from models.rlm.model import RecLM
+from service.inference import Catalog, user_profile
+from worker.store import UserData
+
+MIN_HISTORY = 2  # one item to predict from at least one before it
+MAX_DRIFT_EVENTS = 50  # a drift check scores at most this many recent events
+
+
+class NotEnoughHistory(ValueError):
+    """The user has too few interactions with items the model knows to search on."""
+
+
+@dataclass(frozen=True)
+class DriftCheck:
+    task_level: float
+    personal: float
+
+    @property
+    def personal_wins(self) -> bool:
+        return self.personal > self.task_level
+
+
+class PersonalSearcher:
+    def __init__(self, lm: RecLM, catalog: Catalog, config: PaprecConfig | None = None) -> None:
+        self.config = config or PaprecConfig()
+        self.search = PaprecSearch(lm, self.config, progress=False)
+        self.catalog = catalog
+
+    def check(self, user: UserData) -> None:
+        """Raises `NotEnoughHistory` for a user the search cannot run on."""
+        self._history(user)
+
+    def _history(self, user: UserData) -> list[int]:
+        # Items added after the model was trained have no token: the model cannot read them.
+        index_of = self.catalog.index_of
+        history = [index_of[i] for i in user.history if i in index_of]
+        if len(history) < MIN_HISTORY:
+            raise NotEnoughHistory(
+                f"user {user.user_id} has {len(history)} interactions with items the model "
+                f"knows; a search needs at least {MIN_HISTORY}"
+            )
+        return history
+
+    def _examples(self, users: list[UserData], per_user: int, held_out: int):
+        return build_examples(
+            [u.user_id for u in users],
+            [self._history(u) for u in users],
+            [user_profile(u.age, u.gender, u.occupation) for u in users],
+            self.catalog.words,
+            per_user,
+            held_out,
+        )
+
+    def drift(self, users: list[UserData], task_tokens: list[str]) -> dict[str, DriftCheck]:
+        """Task-level vs personal prompt on each user's events since their last search."""
+        width = self.config.personal_tokens
+        checkable = [u for u in users if len(u.personal_tokens) == width]
+        out = {u.user_id: DriftCheck(0.0, 0.0) for u in users if len(u.personal_tokens) != width}
+        for recent, group in _by_recent(checkable).items():
+            examples = self._examples(group, recent, 0)
+            before, after = self.search.compare_personal(
+                examples, task_tokens, [u.personal_tokens for u in group]
+            )
+            for u, user in enumerate(group):
+                out[user.user_id] = DriftCheck(float(before[u]), float(after[u]))
+        return out
+
+    def personal(self, users: list[UserData], task_tokens: list[str]) -> dict[str, UserOutcome]:
+        """One batched incremental search (task tokens frozen) for these users."""
+        examples = self._examples(
+            users, self.config.selection_per_user, self.config.held_out_per_user
+        )
+        return self.search.search_personal(examples, task_tokens)
+
+
+def _by_recent(users: list[UserData]) -> dict[int, list[UserData]]:
+    """Users grouped by how many recent events their drift check scores (at least one)."""
+    groups: dict[int, list[UserData]] = {}
+    for u in users:
+        recent = min(max(1, u.events_since_search), MAX_DRIFT_EVENTS)
+        groups.setdefault(recent, []).append(u)
+    return groups
