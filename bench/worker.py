@@ -15,7 +15,8 @@ What it does, all on this machine and in one run:
    (scheduler -> Redis stream -> batched search -> Postgres), recommendations *after* (with the
    personal prompt the search wrote, or the task-level one when it kept none);
 4. `users_per_min`: users whose prompt was written, over the time from the first event posted
-   to the last prompt seen written; test HR@10/NDCG@10 before and after with a paired
+   to the last prompt written (the server's `searched_at`, so the clients' polling period does
+   not enter the figure); test HR@10/NDCG@10 before and after with a paired
    bootstrap CI of the NDCG@10 difference.
 Prints a table and writes JSON.
 """
@@ -30,6 +31,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -69,14 +71,19 @@ def main() -> int:
     parser.add_argument("--users", type=int, help="cold users to replay (default: all)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
     parser.add_argument("--batch-size", type=int, default=32, help="PROMPTREC_WORKER_BATCH_SIZE")
-    parser.add_argument("--concurrency", type=int, default=32, help="clients replaying at once")
+    parser.add_argument(
+        "--concurrency", type=int, default=256, help="clients replaying at once (all, by default)"
+    )
+    parser.add_argument(
+        "--poll", type=float, default=2.0, help="seconds between a client's prompt polls"
+    )
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait per search")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "worker.json")
     args = parser.parse_args()
 
     prefix = f"promptrec-bench-{uuid.uuid4().hex[:8]}:"
-    logs = ROOT / "bench" / "results" / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
+    logs = Path(tempfile.mkdtemp(prefix="promptrec-worker-bench-"))
+    print(f"process logs in {logs}")
     users = cold_users(args.data, args.users)
     started: list[subprocess.Popen] = []
     with scratch_database() as database_url:
@@ -108,7 +115,7 @@ def main() -> int:
                     )
                 time.sleep(5)  # the workers load the model
                 results = asyncio.run(
-                    replay(server.base_url, users, args.timeout, args.concurrency)
+                    replay(server.base_url, users, args.timeout, args.concurrency, args.poll)
                 )
         finally:
             for process in started:

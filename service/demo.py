@@ -17,6 +17,7 @@ import math
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -76,8 +77,8 @@ class ReplayResult:
     personalized: bool = False
     personal_tokens: str = ""
     searched: bool = False
-    posted_at: float = 0.0
-    searched_at: float | None = None
+    posted_at: float = 0.0  # epoch seconds, when the client started posting the events
+    searched_at: float | None = None  # epoch seconds, the server's searched_at of the prompt
     error: str | None = None
 
 
@@ -110,22 +111,25 @@ async def _post_events(client: httpx.AsyncClient, user: ReplayUser, batch: int =
 
 
 async def replay_user(
-    client: httpx.AsyncClient, user: ReplayUser, timeout_s: float, poll_s: float = 0.5
+    client: httpx.AsyncClient, user: ReplayUser, timeout_s: float, poll_s: float
 ) -> ReplayResult:
+    """One user, before and after. The search time is the server's (`searched_at`), so how
+    often the client polls for it changes only the load on the API, not the figure."""
     result = ReplayResult(user)
     try:
         before = await _recommend(client, user, user.history)
         result.items_before = [i["item_id"] for i in before["items"]]
         result.hr_before, result.ndcg_before = _scores(result.items_before, user.test_item)
-        result.posted_at = time.monotonic()
+        result.posted_at = time.time()
         await _post_events(client, user)
-        deadline = result.posted_at + timeout_s
+        deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             response = await client.get(f"/v1/users/{user.user_id}/prompt", params={"task": TASK})
             response.raise_for_status()
             prompt = response.json()
             if prompt["version"] > 0:  # a search has written the user's prompt
-                result.searched, result.searched_at = True, time.monotonic()
+                result.searched = True
+                result.searched_at = datetime.fromisoformat(prompt["searched_at"]).timestamp()
                 result.personalized = prompt["personalized"]
                 result.personal_tokens = " ".join(prompt["personal_tokens"])
                 break
@@ -139,14 +143,18 @@ async def replay_user(
 
 
 async def replay(
-    url: str, users: list[ReplayUser], timeout_s: float = 300.0, concurrency: int = 16
+    url: str,
+    users: list[ReplayUser],
+    timeout_s: float = 300.0,
+    concurrency: int = 16,
+    poll_s: float = 0.5,
 ) -> list[ReplayResult]:
     limit = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=60.0) as client:
 
         async def one(user: ReplayUser) -> ReplayResult:
             async with limit:
-                return await replay_user(client, user, timeout_s)
+                return await replay_user(client, user, timeout_s, poll_s)
 
         return list(await asyncio.gather(*(one(u) for u in users)))
 
