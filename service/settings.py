@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     drift_events: int = Field(5, ge=1)
 
     # Prompt-search workers (`promptrec worker`, or in-process in the gateway without Redis).
-    embedded_worker: bool = True  # without a Redis URL, the gateway runs the worker itself
+    embedded_worker: bool = True  # the API process runs a worker too (off when workers run apart)
     worker_tasks: list[str] = ["sequential"]  # tasks whose users the scheduler keeps searched
     worker_batch_size: int = Field(32, ge=1)  # users per incremental search (XREADGROUP COUNT)
     worker_block_ms: int = Field(1000, ge=1)  # how long one read waits for new messages

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from dataclasses import dataclass
 
 import pandas as pd
@@ -87,9 +89,11 @@ async def start_runtime(settings: Settings, lm: RecLM | None = None) -> Runtime:
         Ranker(lm).rank, settings.max_batch_size, settings.max_wait_ms, settings.queue_limit
     )
     await batcher.start()
-    queue = make_queue(settings, consumer="gateway")
+    queue = make_queue(settings, consumer=f"gateway-{socket.gethostname()}-{os.getpid()}")
     runtime = Runtime(settings, engine, sessions, cache, lm, fingerprint, catalog, batcher, queue)
-    if settings.redis_url is None and settings.embedded_worker:
+    # Embedded: the API process searches too (from the in-process queue, or as one more consumer
+    # of the Redis stream); deployments with `promptrec worker` processes turn it off.
+    if settings.embedded_worker:
         runtime.worker = Worker(settings, sessions, queue, cache, lm, catalog, fingerprint)
         runtime.worker_task = asyncio.create_task(runtime.worker.run(), name="embedded-worker")
     log.info(
