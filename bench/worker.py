@@ -95,6 +95,7 @@ def main() -> int:
             PROMPTREC_MODEL_PATH=str(args.model),
             PROMPTREC_WORKER_BATCH_SIZE=str(args.batch_size),
             PROMPTREC_WORKER_SCHEDULER_INTERVAL_S="1",
+            PROMPTREC_EMBEDDED_WORKER="false",  # the searches run in the worker processes
             PROMPTREC_LOG_LEVEL="INFO",
         )
         _run_cli(["db", "upgrade"], env)

@@ -26,7 +26,14 @@ def test_cold_users_posting_events_get_searched_and_their_recommendations_change
 ):
     redis_server = RedisServer(tmp_path)
     redis_server.start()
-    env = worker_env(movielens_database, redis_server.url, SMALL_MODEL, admin_api_key=ADMIN_KEY)
+    # The gateway searches nobody itself: the worker process does.
+    env = worker_env(
+        movielens_database,
+        redis_server.url,
+        SMALL_MODEL,
+        admin_api_key=ADMIN_KEY,
+        embedded_worker=False,
+    )
     users = cold_users(movielens_dir, REPLAYED)
     gateway = GatewayProcess(env, tmp_path / "gateway.log")
     try:
