@@ -90,6 +90,29 @@ def test_save_and_load_give_identical_rankings(tmp_path, data, splits):
     assert loaded.fingerprint() == lm.fingerprint()
 
 
+def test_a_gelu_new_checkpoint_ranks_the_same_with_the_fused_gelu(tmp_path, data, splits):
+    """Checkpoints saved with `gelu_new` (the shipped model, stock T5 v1.1) load with torch's
+    fused tanh GELU: the same rankings, the same fingerprint."""
+    from transformers.activations import NewGELUActivation
+
+    lm, _, _ = build_rlm(data, splits, TrainConfig(preset="tiny"))
+    for module in lm.model.modules():
+        if hasattr(module, "act"):
+            module.act = NewGELUActivation()
+    lm.model.config.dense_act_fn = "gelu_new"
+    lm.model.eval()
+    _, tokens = _prompts(lm, data, splits, range(16))
+    before = rank_items(lm, *encode_token_lists(lm, tokens))
+    lm.save(tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["dense_act_fn"] == "gelu_new"
+    loaded = RecLM.load(tmp_path / "m")
+    assert not any(isinstance(m, NewGELUActivation) for m in loaded.model.modules())
+    after = rank_items(loaded, *encode_token_lists(loaded, tokens))
+    assert torch.allclose(before, after, atol=1e-5)
+    assert torch.equal(top_items(before, 10)[0], top_items(after, 10)[0])
+    assert loaded.fingerprint() == lm.fingerprint()
+
+
 def test_a_plain_hf_checkpoint_without_promptrec_metadata_loads(tmp_path, data, splits):
     lm, _, _ = build_rlm(data, splits, TrainConfig(preset="tiny"))
     lm.model.save_pretrained(tmp_path)

@@ -15,6 +15,7 @@ from transformers import (
     T5Config,
     T5ForConditionalGeneration,
 )
+from transformers.activations import ACT2FN, NewGELUActivation
 from transformers.utils import logging as hf_logging
 
 from models.text import ITEM_TOKEN_PREFIX
@@ -67,13 +68,25 @@ def build_t5(preset: Preset, vocab_size: int) -> T5ForConditionalGeneration:
         dropout_rate=preset.dropout,
         relative_attention_num_buckets=32,
         relative_attention_max_distance=128,
-        feed_forward_proj="gated-gelu",
+        # The tanh GELU of T5 v1.1 ("gated-gelu" means gelu_new), computed by torch's fused kernel.
+        feed_forward_proj="gated-gelu_pytorch_tanh",
         tie_word_embeddings=True,
         pad_token_id=0,
         eos_token_id=1,
         decoder_start_token_id=0,
     )
     return T5ForConditionalGeneration(config)
+
+
+def use_fused_gelu(model: torch.nn.Module) -> None:
+    """`gelu_new` (checkpoints saved before, stock T5 v1.1) is the tanh GELU written as five
+    tensor ops; torch's fused kernel computes the same function to float rounding, several times
+    faster on CPU, and ranking time is mostly the feed-forward layers. Weights are untouched, so
+    the fingerprint (and the prompt sets searched on it) stays."""
+    fused = ACT2FN["gelu_pytorch_tanh"]
+    for module in model.modules():
+        if isinstance(getattr(module, "act", None), NewGELUActivation):
+            module.act = fused
 
 
 @dataclass
@@ -134,6 +147,7 @@ class RecLM:
             )
         tokenizer = AutoTokenizer.from_pretrained(directory)
         model = AutoModelForSeq2SeqLM.from_pretrained(directory).to(pick_device(device)).eval()
+        use_fused_gelu(model)
         meta_path = directory / META_FILE
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
         item_ids = meta.pop("item_ids", None)
