@@ -1,0 +1,83 @@
+"""The worker's decisions, one batch at a time, with a stand-in searcher (the point here is the
+branching: drift check -> keep or re-search, and one failing user isolated from the others;
+the real search runs in the process tests)."""
+
+from __future__ import annotations
+
+from gateway_testing import service_settings
+
+from models.prompts.paprec.state import UserOutcome
+from service.inference import Catalog
+from worker.queue import Delivery, SearchTask
+from worker.runner import Worker
+from worker.searcher import DriftCheck
+from worker.store import UserData, WorkItem
+
+
+class StandInSearcher:
+    def __init__(self, personal_wins: dict[str, bool], failing: set[str] = frozenset()):
+        self.personal_wins, self.failing = personal_wins, failing
+        self.searched: list[str] = []
+        self.checked: list[str] = []
+
+    def check(self, user: UserData) -> None:
+        pass
+
+    def drift(self, users, task_tokens):
+        self.checked += [u.user_id for u in users]
+        return {
+            u.user_id: DriftCheck(0.5, 0.6 if self.personal_wins[u.user_id] else 0.4) for u in users
+        }
+
+    def personal(self, users, task_tokens):
+        if self.failing & {u.user_id for u in users}:
+            raise RuntimeError("this user's data breaks the search")
+        self.searched += [u.user_id for u in users]
+        return {u.user_id: UserOutcome(["war", "love"], 0.1, 0.3, -2.0, -1.5, True) for u in users}
+
+
+def _batch(scopes: dict[str, str]):
+    deliveries, items, users = [], {}, {}
+    for n, (user_id, scope) in enumerate(scopes.items()):
+        search = SearchTask(f"job-{scope}", user_id, "sequential")
+        deliveries.append(Delivery(str(n), search, 1, {}))
+        items[search.key] = WorkItem(search, scope, "running", 1)
+        users[user_id] = UserData(user_id, ["1", "2", "3"], None, None, None, ["old", "one"], 5)
+    return deliveries, items, users
+
+
+def _worker(lm, tmp_path, searcher) -> Worker:
+    import pandas as pd
+
+    items = pd.DataFrame({"item": lm.item_ids, "title": "", "genres": ""})
+    catalog = Catalog.build(lm.item_ids, items, {})
+    settings = service_settings(f"sqlite:///{tmp_path / 'unused.db'}")
+    worker = Worker(settings, None, None, None, lm, catalog, "fp")
+    worker.searcher = searcher
+    return worker
+
+
+def test_a_drift_check_keeps_a_winning_personal_prompt_and_re_searches_a_losing_one(lm, tmp_path):
+    searcher = StandInSearcher({"winner": True, "loser": False})
+    worker = _worker(lm, tmp_path, searcher)
+    deliveries, items, users = _batch({"winner": "drifting", "loser": "drifting", "new": "new"})
+    outcomes, errors = worker._compute("sequential", deliveries, items, users, ["the"])
+    assert errors == {}
+    by_user = {o.search.user_id: o for o in outcomes}
+    assert by_user["winner"].outcome == "personal_still_wins" and by_user["winner"].prompt is None
+    assert by_user["loser"].outcome == "personalized"
+    assert by_user["loser"].prompt.tokens == ["war", "love"]
+    assert by_user["new"].outcome == "personalized"
+    assert sorted(searcher.checked) == ["loser", "winner"]  # only drifting jobs are checked
+    assert sorted(searcher.searched) == ["loser", "new"]
+
+
+def test_one_failing_user_does_not_fail_the_batch(lm, tmp_path):
+    searcher = StandInSearcher({}, failing={"poison"})
+    worker = _worker(lm, tmp_path, searcher)
+    scopes = {f"u{k}": "users" for k in range(7)} | {"poison": "users"}
+    deliveries, items, users = _batch(scopes)
+    outcomes, errors = worker._compute("sequential", deliveries, items, users, ["the"])
+    assert sorted(o.search.user_id for o in outcomes) == sorted(u for u in scopes if u != "poison")
+    assert list(errors) == [("job-users", "poison")]
+    assert "breaks the search" in errors[("job-users", "poison")]
