@@ -608,6 +608,9 @@ def main(argv: list[str] | None = None) -> int:
         PROMPTREC_DEVICE="cpu",
         PROMPTREC_LOG_LEVEL=args.log_level,
         PROMPTREC_MIGRATE_ON_START="true",
+        # Serving alone: no prompt set is loaded, so an embedded worker would search every
+        # user in the background (bench/worker.py measures the workers).
+        PROMPTREC_EMBEDDED_WORKER="false",
     )
     started = time.monotonic()
     loadavg_at_start = os.getloadavg()  # other work on the same cores skews every number

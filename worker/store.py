@@ -175,6 +175,11 @@ async def record_error(session: AsyncSession, search: SearchTask, error: str, fi
     row.error = error[:2000]
     if final:
         row.status = "failed"
+        # Like a search, a final failure restarts the user's event count: the scheduler tries
+        # again only after drift_events new events, not at every tick.
+        await session.execute(
+            update(User).where(User.user_id == search.user_id).values(events_since_search=0)
+        )
     await session.flush()
     await _close_finished_jobs(session, {search.job_id})
     await session.commit()
@@ -206,14 +211,25 @@ def _has_prompt(task: str):
     return exists().where(UserPrompt.user_id == User.user_id, UserPrompt.task == task)
 
 
+def _has_failed(task: str):
+    return exists().where(
+        SearchJobUser.user_id == User.user_id,
+        SearchJobUser.status == "failed",
+        SearchJobUser.job_id == SearchJob.job_id,
+        SearchJob.task == task,
+    )
+
+
 async def schedule_due(
     session: AsyncSession, task: str, fingerprint: str, new_user_events: int, drift_events: int
 ) -> list[SearchTask]:
     """Jobs for users that are due and not already in an active job: new users (enough events,
-    never searched for the task) and drift candidates (enough events since their search)."""
+    never searched for the task; after a failed search, enough new events since) and drift
+    candidates (enough events since their search)."""
     out = []
+    retry_new = ~_has_failed(task) | (User.events_since_search >= drift_events)
     for scope, condition in (
-        ("new", ~_has_prompt(task) & (User.event_count >= new_user_events)),
+        ("new", ~_has_prompt(task) & (User.event_count >= new_user_events) & retry_new),
         ("drifting", _has_prompt(task) & (User.events_since_search >= drift_events)),
     ):
         user_ids = list(

@@ -81,3 +81,41 @@ def test_one_failing_user_does_not_fail_the_batch(lm, tmp_path):
     assert sorted(o.search.user_id for o in outcomes) == sorted(u for u in scopes if u != "poison")
     assert list(errors) == [("job-users", "poison")]
     assert "breaks the search" in errors[("job-users", "poison")]
+
+
+def test_the_scheduler_retries_a_failed_new_user_only_after_new_events(tmp_path):
+    import asyncio
+
+    from sqlalchemy import update
+
+    from service.db import migrate
+    from service.db.engine import make_async_engine, make_session_factory
+    from service.db.tables import User
+    from worker import store
+
+    url = f"sqlite:///{tmp_path / 'scheduler.db'}"
+    migrate.upgrade(url)
+
+    async def run() -> list[list[str]]:
+        engine = make_async_engine(url)
+        sessions = make_session_factory(engine)
+
+        async def due() -> list[SearchTask]:
+            async with sessions() as session:
+                return await store.schedule_due(session, "sequential", "fp", 5, 5)
+
+        async with sessions() as session:
+            session.add(User(user_id="u", event_count=6, events_since_search=6))
+            await session.commit()
+        first = await due()
+        async with sessions() as session:  # the search failed for good (dead-lettered)
+            await store.record_error(session, first[0], "NotEnoughHistory", final=True)
+        second = await due()  # no new events since: not again
+        async with sessions() as session:
+            await session.execute(update(User).values(events_since_search=5))
+            await session.commit()
+        third = await due()  # five new events since the failure: once more
+        await engine.dispose()
+        return [[s.user_id for s in found] for found in (first, second, third)]
+
+    assert asyncio.run(run()) == [["u"], [], ["u"]]
