@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from service.cli import main
 
 
@@ -75,3 +77,31 @@ def test_every_command_has_help():
         )
         assert proc.returncode == 0, command
         assert "usage: promptrec" in proc.stdout
+
+
+def test_every_command_the_readme_names_exists():
+    """`promptrec ...` and `make ...` in README.md: each subcommand parses its `--help`, each
+    make target is in the Makefile."""
+    import re
+    from pathlib import Path
+
+    from service.cli import build_parser
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    commands = set(re.findall(r"`promptrec ([a-z][a-z-]*(?: [a-z][a-z-]*)?)", readme))
+    assert {"serve", "worker", "demo", "db load-dataset", "data import"} <= {
+        c if c.split()[0] in ("db", "data") else c.split()[0] for c in commands
+    }
+    parser = build_parser()
+    for command in commands:
+        words = command.split()
+        if words[0] not in ("db", "data"):
+            words = words[:1]
+        with pytest.raises(SystemExit) as exit_info:
+            parser.parse_args([*words, "--help"])
+        assert exit_info.value.code == 0, command
+    makefile = (root / "Makefile").read_text()
+    targets = set(re.findall(r"^([a-z][a-z-]*):", makefile, flags=re.MULTILINE))
+    for target in set(re.findall(r"`make ([a-z][a-z-]*)", readme)):
+        assert target in targets, f"README names `make {target}`, the Makefile has no such target"
