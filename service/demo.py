@@ -82,12 +82,26 @@ class ReplayResult:
     error: str | None = None
 
 
+RETRIES = 5
+
+
+async def _send(client: httpx.AsyncClient, method: str, url: str, **kwargs) -> httpx.Response:
+    """As a well-behaved client: a 429 or 503 (the API is saturated) is retried after its
+    Retry-After (1 s without one), a few times."""
+    for _ in range(RETRIES):
+        response = await client.request(method, url, **kwargs)
+        if response.status_code not in (429, 503):
+            break
+        await asyncio.sleep(float(response.headers.get("retry-after", 1)))
+    response.raise_for_status()
+    return response
+
+
 async def _recommend(client: httpx.AsyncClient, user: ReplayUser, history: list[str] | None):
     body: dict = {"task": TASK, "count": 10, "exclude_seen": True}
     if history is not None:
         body["history"] = history
-    response = await client.post(f"/v1/users/{user.user_id}/recommendations", json=body)
-    response.raise_for_status()
+    response = await _send(client, "POST", f"/v1/users/{user.user_id}/recommendations", json=body)
     return response.json()
 
 
@@ -103,8 +117,9 @@ async def _post_events(client: httpx.AsyncClient, user: ReplayUser, batch: int =
         for k, item in enumerate(user.history)
     ]
     for lo in range(0, len(events), batch):
-        response = await client.post("/v1/events", json={"events": events[lo : lo + batch]})
-        response.raise_for_status()
+        response = await _send(
+            client, "POST", "/v1/events", json={"events": events[lo : lo + batch]}
+        )
         rejected = [r for r in response.json()["results"] if r["status"] == "rejected"]
         if rejected:
             raise RuntimeError(f"events rejected for {user.user_id}: {rejected[:3]}")
@@ -124,8 +139,9 @@ async def replay_user(
         await _post_events(client, user)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            response = await client.get(f"/v1/users/{user.user_id}/prompt", params={"task": TASK})
-            response.raise_for_status()
+            response = await _send(
+                client, "GET", f"/v1/users/{user.user_id}/prompt", params={"task": TASK}
+            )
             prompt = response.json()
             if prompt["version"] > 0:  # a search has written the user's prompt
                 result.searched = True

@@ -11,7 +11,10 @@ from dataclasses import dataclass
 
 from models.templates import PromptFields, Template, render_tokens
 
-DEFAULT_TEMPLATE = {"sequential": "seq-2", "direct": "direct-1"}
+# The served manual template per task: for sequential the best on validation
+# (bench/results/rlm_quality.json); PAP-REC searches its tokens after the same template
+# (PaprecConfig.template), and `db load-prompts` refuses a prompt set searched on another.
+DEFAULT_TEMPLATE = {"sequential": "seq-1", "direct": "direct-1"}
 
 
 @dataclass(frozen=True)

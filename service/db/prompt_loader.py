@@ -16,6 +16,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from models.prompts.paprec.state import PromptSet as PromptSetFile
+from models.prompts.rendering import DEFAULT_TEMPLATE
 from service.db.tables import PromptSet, User, UserPrompt
 
 
@@ -43,6 +44,13 @@ def _next_version(session: Session, column, *where) -> int:
 def load_prompt_set(engine: Engine, path: Path) -> PromptLoadReport:
     prompt_file = PromptSetFile.load(path)
     task, fingerprint = prompt_file.task, prompt_file.model_fingerprint
+    served = DEFAULT_TEMPLATE.get(task)
+    if prompt_file.config.template != served:
+        # Trigger tokens are searched after one template; after another they mean nothing.
+        raise ValueError(
+            f"{path} was searched after template {prompt_file.config.template}, but the "
+            f"service serves {task} with {served}: search again (`promptrec search`)"
+        )
     state = prompt_file.state
     with Session(engine) as session, session.begin():
         current = session.scalar(

@@ -79,3 +79,17 @@ def test_the_command_refuses_a_prompt_set_searched_on_another_model(
     finally:
         get_settings.cache_clear()
     assert "searched on model not-this-model" in capsys.readouterr().err
+
+
+def test_a_prompt_set_searched_after_another_template_is_refused(tmp_path):
+    import pytest
+
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    migrate.upgrade(url)
+    engine = make_sync_engine(url)
+    path = tmp_path / "prompts.json"
+    state = PaprecState(task_tokens=["the"])
+    PromptSet("sequential", PaprecConfig(template="seq-3"), state, "abc123").save(path)
+    with pytest.raises(ValueError, match="searched after template seq-3"):
+        load_prompt_set(engine, path)
+    engine.dispose()
