@@ -75,6 +75,21 @@ def test_candidate_scores_equal_grad_dot_embedding_matrix(lm, examples):
     assert torch.allclose(ours, expected[0, position, search.word_ids], atol=1e-5)
 
 
+def test_task_tokens_are_kept_only_if_they_beat_the_plain_template(lm, examples):
+    search = PaprecSearch(lm, CONFIG, progress=False)
+    state = search.search_task(examples)
+    final = state.task_history[-1]
+    batch = search.prepare(examples, examples.subset(held_out=False))
+    plain = search.task_surrogate(batch, lambda j: [])
+    assert final["round"] == "final" and final["surrogate_plain_template"] == round(plain, 5)
+    if final["kept"]:
+        ids = search.ids(state.task_tokens)
+        assert len(ids) == CONFIG.task_tokens
+        assert search.task_surrogate(batch, lambda j: ids) > plain
+    else:
+        assert state.task_tokens == [] and final["surrogate_with_tokens"] <= round(plain, 5)
+
+
 def test_candidates_are_words_only(lm, examples):
     search = PaprecSearch(lm, CONFIG, progress=False)
     batch = search.prepare(examples, examples.subset(held_out=False))

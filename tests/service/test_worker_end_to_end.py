@@ -18,9 +18,9 @@ from models.rlm.model import RecLM
 from service.api.app import create_app
 from service.demo import cold_users, replay, summary
 
-# About one user in six keeps personal tokens (searches are deterministic per batch); 16 cold
+# About one user in six keeps personal tokens (searches are deterministic per batch); 32 cold
 # users make a run where none does unlikely.
-REPLAYED = 16
+REPLAYED = 32
 
 
 def run_admin_job(url: str, user_ids: list[str]) -> dict:

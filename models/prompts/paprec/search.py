@@ -253,7 +253,30 @@ class PaprecSearch:
             if cfg.max_seconds and time.monotonic() - started > cfg.max_seconds:
                 break
         bar.close()
+        self._drop_useless_task_tokens(batch, state, len(examples.users))
         return state
+
+    def _drop_useless_task_tokens(self, batch: _Batch, state: PaprecState, n_users: int) -> None:
+        """Task tokens must earn their place: when the plain template scores at least as well
+        on the same selection examples (filler words that no round replaced can hurt), the task
+        keeps no tokens and personal tokens follow the template directly."""
+        none = np.zeros((n_users, 0), dtype=np.int64)
+        with_tokens = self.task_surrogate(
+            batch, _triggers(batch, self.ids(state.task_tokens), none)
+        )
+        plain = self.task_surrogate(batch, _triggers(batch, [], none))
+        kept = with_tokens > plain
+        state.task_history.append(
+            {
+                "round": "final",
+                "tokens": " ".join(state.task_tokens),
+                "surrogate_with_tokens": round(with_tokens, 5),
+                "surrogate_plain_template": round(plain, 5),
+                "kept": kept,
+            }
+        )
+        if not kept:
+            state.task_tokens = []
 
     def _user_means(self, batch: _Batch, task: list[int], personal: np.ndarray, n_users: int):
         scores = self.example_scores(batch, _triggers(batch, task, personal))[0]
