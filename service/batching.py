@@ -1,6 +1,7 @@
 """Dynamic micro-batching: requests queue up, one model call serves up to `max_batch_size`.
 
-A batch closes when it is full or `max_wait_ms` after its first request arrived. The model
+A batch closes when it is full or `max_wait_ms` after its first request arrived (0: with what
+is queued when the model is free). The model
 call runs in a worker thread, so the event loop keeps accepting requests meanwhile. The queue
 is bounded (`Overloaded` -> 429) and every request has a deadline (`DeadlineExceeded` -> 503).
 """
@@ -52,7 +53,7 @@ class MicroBatcher(Generic[Req, Res]):
         self,
         compute: Callable[[Sequence[Req]], Sequence[Res]],
         max_batch_size: int = 64,
-        max_wait_ms: float = 2.0,
+        max_wait_ms: float = 0.0,
         queue_limit: int = 1024,
     ) -> None:
         self.compute = compute

@@ -34,7 +34,9 @@ class Settings(BaseSettings):
 
     # Micro-batching of ranking requests.
     max_batch_size: int = Field(64, ge=1)
-    max_wait_ms: float = Field(2.0, ge=0)
+    # 0: a batch goes as soon as the model is free; requests that arrive while it computes
+    # form the next batch (waiting for company only adds latency at low load).
+    max_wait_ms: float = Field(0.0, ge=0)
     queue_limit: int = Field(1024, ge=1)
     request_timeout_ms: float = Field(2000.0, gt=0)
     retry_after_s: int = Field(1, ge=1)
