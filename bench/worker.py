@@ -1,6 +1,6 @@
 """Benchmark: prompt-search workers end to end through the real stack.
 
-    python bench/worker.py [--users N] [--workers 1] [--batch-size 32] \
+    python bench/worker.py [--users N] [--workers 1] [--batch-size 64] \
         [--out bench/results/worker.json]
 
 What it does, all on this machine and in one run:
@@ -70,7 +70,7 @@ def main() -> int:
     parser.add_argument("--prompts", type=Path, default=ROOT / "artifacts/prompts/sequential.json")
     parser.add_argument("--users", type=int, help="cold users to replay (default: all)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
-    parser.add_argument("--batch-size", type=int, default=32, help="PROMPTREC_WORKER_BATCH_SIZE")
+    parser.add_argument("--batch-size", type=int, default=64, help="PROMPTREC_WORKER_BATCH_SIZE")
     parser.add_argument(
         "--concurrency", type=int, default=256, help="clients replaying at once (all, by default)"
     )
