@@ -1,9 +1,9 @@
 """Dynamic micro-batching: requests queue up, one model call serves up to `max_batch_size`.
 
 A batch closes when it is full or `max_wait_ms` after its first request arrived (0: with what
-is queued when the model is free). The model
-call runs in a worker thread, so the event loop keeps accepting requests meanwhile. The queue
-is bounded (`Overloaded` -> 429) and every request has a deadline (`DeadlineExceeded` -> 503).
+is queued when the model is free). The model call runs in a worker thread, so the event loop
+keeps accepting requests meanwhile. The queue is bounded (`Overloaded` -> 429) and every
+request has a deadline (`DeadlineExceeded` -> 503).
 """
 
 from __future__ import annotations

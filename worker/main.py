@@ -9,10 +9,11 @@ import signal
 import socket
 
 from models.rlm.model import RecLM
-from service.api.runtime import load_catalog, make_queue
+from service.api.runtime import load_catalog
 from service.cache import make_cache
 from service.db.engine import make_async_engine, make_session_factory
 from service.settings import Settings
+from worker.queue import make_queue
 from worker.runner import STORE_ERRORS, Backoff, Worker
 
 log = logging.getLogger("promptrec.worker")

@@ -20,6 +20,8 @@ from typing import Protocol
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from service.settings import Settings
+
 GROUP = "search-workers"
 
 
@@ -82,7 +84,6 @@ class StreamQueue:
         consumer: str,
         block_ms: int = 1000,
         claim_idle_s: float = 60.0,
-        max_deliveries: int = 3,
     ) -> None:
         self.client = aioredis.Redis.from_url(
             url, decode_responses=True, socket_timeout=max(5.0, block_ms / 1000 + 5)
@@ -93,7 +94,6 @@ class StreamQueue:
         self.consumer = consumer
         self.block_ms = block_ms
         self.claim_idle_ms = int(claim_idle_s * 1000)
-        self.max_deliveries = max_deliveries
         self._group_ready = False
 
     async def _ensure_group(self) -> None:
@@ -189,9 +189,6 @@ class StreamQueue:
         await self.client.xadd(self.dead, entry)
         await self.ack([delivery])
 
-    async def dead_letters(self) -> list[dict[str, str]]:
-        return [fields for _, fields in await self.client.xrange(self.dead)]
-
     async def queued(self) -> set[tuple[str, str]]:
         out = set()
         start = "-"
@@ -283,3 +280,16 @@ class LocalQueue:
 
     async def close(self) -> None:
         return None
+
+
+def make_queue(settings: Settings, consumer: str) -> SearchQueue:
+    """The Redis stream when a Redis URL is set, else the in-process queue."""
+    if settings.redis_url is None:
+        return LocalQueue(settings.worker_claim_idle_s, settings.worker_block_ms)
+    return StreamQueue(
+        settings.redis_url,
+        settings.redis_key_prefix,
+        consumer,
+        settings.worker_block_ms,
+        settings.worker_claim_idle_s,
+    )

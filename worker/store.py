@@ -10,16 +10,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import exists, func, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db.tables import Interaction, SearchJob, SearchJobUser, User, UserPrompt
-from service.repositories import jobs
+from service.repositories import jobs, users
 from service.repositories.prompts import (
     SearchedPrompt,
     add_user_prompt,
     current_prompt_set,
-    current_user_prompt,
+    current_user_prompts,
 )
 from worker.queue import SearchTask
 
@@ -92,30 +92,30 @@ async def load_users(
     session: AsyncSession, user_ids: Iterable[str], task: str, fingerprint: str
 ) -> dict[str, UserData]:
     user_ids = list(dict.fromkeys(user_ids))
-    users = {
+    rows_of = {
         u.user_id: u for u in await session.scalars(select(User).where(User.user_id.in_(user_ids)))
     }
-    histories: dict[str, list[str]] = {u: [] for u in users}
-    rows = await session.execute(
+    histories: dict[str, list[str]] = {u: [] for u in rows_of}
+    interactions = await session.execute(
         select(Interaction.user_id, Interaction.item_id)
-        .where(Interaction.user_id.in_(list(users)))
+        .where(Interaction.user_id.in_(list(rows_of)))
         .order_by(Interaction.user_id, Interaction.timestamp, Interaction.id)
     )
-    for user_id, item_id in rows:
+    for user_id, item_id in interactions:
         histories[user_id].append(item_id)
-    out = {}
-    for user_id, user in users.items():
-        prompt = await current_user_prompt(session, user_id, task, fingerprint)
-        out[user_id] = UserData(
+    prompts = await current_user_prompts(session, list(rows_of), task, fingerprint)
+    return {
+        user_id: UserData(
             user_id,
             histories[user_id],
             user.age,
             user.gender,
             user.occupation,
-            list(prompt.tokens) if prompt is not None else [],
+            list(prompts[user_id].tokens) if user_id in prompts else [],
             user.events_since_search,
         )
-    return out
+        for user_id, user in rows_of.items()
+    }
 
 
 @dataclass(frozen=True)
@@ -151,9 +151,7 @@ async def finish(session: AsyncSession, outcomes: list[Outcome]) -> list[SearchT
         else:
             # The personal prompt still wins on the recent events: no new version, but the
             # drift counter starts again.
-            await session.execute(
-                update(User).where(User.user_id == o.search.user_id).values(events_since_search=0)
-            )
+            await _restart_event_count(session, o.search.user_id)
         row.status, row.outcome, row.error = "done", o.outcome, None
     await session.flush()
     await _close_finished_jobs(session, {o.search.job_id for o in outcomes})
@@ -177,12 +175,14 @@ async def record_error(session: AsyncSession, search: SearchTask, error: str, fi
         row.status = "failed"
         # Like a search, a final failure restarts the user's event count: the scheduler tries
         # again only after drift_events new events, not at every tick.
-        await session.execute(
-            update(User).where(User.user_id == search.user_id).values(events_since_search=0)
-        )
+        await _restart_event_count(session, search.user_id)
     await session.flush()
     await _close_finished_jobs(session, {search.job_id})
     await session.commit()
+
+
+async def _restart_event_count(session: AsyncSession, user_id: str) -> None:
+    await session.execute(update(User).where(User.user_id == user_id).values(events_since_search=0))
 
 
 async def _close_finished_jobs(session: AsyncSession, job_ids: set[str]) -> None:
@@ -198,23 +198,11 @@ async def _close_finished_jobs(session: AsyncSession, job_ids: set[str]) -> None
             )
 
 
-def _in_active_job(task: str):
+def _has_job_row(task: str, *statuses: str):
+    """The user has a (job, user) row of a job for `task` in one of these statuses."""
     return exists().where(
         SearchJobUser.user_id == User.user_id,
-        SearchJobUser.status.in_(ACTIVE),
-        SearchJobUser.job_id == SearchJob.job_id,
-        SearchJob.task == task,
-    )
-
-
-def _has_prompt(task: str):
-    return exists().where(UserPrompt.user_id == User.user_id, UserPrompt.task == task)
-
-
-def _has_failed(task: str):
-    return exists().where(
-        SearchJobUser.user_id == User.user_id,
-        SearchJobUser.status == "failed",
+        SearchJobUser.status.in_(statuses),
         SearchJobUser.job_id == SearchJob.job_id,
         SearchJob.task == task,
     )
@@ -227,14 +215,14 @@ async def schedule_due(
     never searched for the task; after a failed search, enough new events since) and drift
     candidates (enough events since their search)."""
     out = []
-    retry_new = ~_has_failed(task) | (User.events_since_search >= drift_events)
-    for scope, condition in (
-        ("new", ~_has_prompt(task) & (User.event_count >= new_user_events) & retry_new),
-        ("drifting", _has_prompt(task) & (User.events_since_search >= drift_events)),
-    ):
+    retry_new = ~_has_job_row(task, "failed") | (User.events_since_search >= drift_events)
+    for scope, extra in (("new", retry_new), ("drifting", true())):
+        condition = users.due(scope, task, new_user_events, drift_events) & extra
         user_ids = list(
             await session.scalars(
-                select(User.user_id).where(condition, ~_in_active_job(task)).order_by(User.user_id)
+                select(User.user_id)
+                .where(condition, ~_has_job_row(task, *ACTIVE))
+                .order_by(User.user_id)
             )
         )
         if user_ids:

@@ -21,7 +21,7 @@ from service.db.tables import Interaction
 from service.inference import Catalog, Ranked, Ranker, RankRequest
 from service.repositories import items as item_repo
 from service.settings import Settings
-from worker.queue import LocalQueue, SearchQueue, StreamQueue
+from worker.queue import SearchQueue, make_queue
 from worker.runner import Worker
 
 log = logging.getLogger("promptrec.runtime")
@@ -107,16 +107,3 @@ async def start_runtime(settings: Settings, lm: RecLM | None = None) -> Runtime:
         },
     )
     return runtime
-
-
-def make_queue(settings: Settings, consumer: str) -> SearchQueue:
-    if settings.redis_url is None:
-        return LocalQueue(settings.worker_claim_idle_s, settings.worker_block_ms)
-    return StreamQueue(
-        settings.redis_url,
-        settings.redis_key_prefix,
-        consumer,
-        settings.worker_block_ms,
-        settings.worker_claim_idle_s,
-        settings.worker_max_deliveries,
-    )

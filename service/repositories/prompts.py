@@ -23,21 +23,37 @@ async def current_prompt_set(
     )
 
 
+def _served_versions(task: str, fingerprint: str):
+    """Versions that may be served: not rolled back, searched on these model weights."""
+    return (
+        UserPrompt.task == task,
+        UserPrompt.model_fingerprint == fingerprint,
+        UserPrompt.rolled_back_at.is_(None),
+    )
+
+
 async def current_user_prompt(
     session: AsyncSession, user_id: str, task: str, fingerprint: str
 ) -> UserPrompt | None:
     """The newest version not rolled back, searched on these model weights."""
     return await session.scalar(
         select(UserPrompt)
-        .where(
-            UserPrompt.user_id == user_id,
-            UserPrompt.task == task,
-            UserPrompt.model_fingerprint == fingerprint,
-            UserPrompt.rolled_back_at.is_(None),
-        )
+        .where(UserPrompt.user_id == user_id, *_served_versions(task, fingerprint))
         .order_by(UserPrompt.version.desc())
         .limit(1)
     )
+
+
+async def current_user_prompts(
+    session: AsyncSession, user_ids: list[str], task: str, fingerprint: str
+) -> dict[str, UserPrompt]:
+    """`current_user_prompt` for many users in one query (users without one are absent)."""
+    rows = await session.scalars(
+        select(UserPrompt)
+        .where(UserPrompt.user_id.in_(user_ids), *_served_versions(task, fingerprint))
+        .order_by(UserPrompt.user_id, UserPrompt.version)
+    )
+    return {row.user_id: row for row in rows}  # the last, newest version of each user wins
 
 
 async def add_prompt_set(

@@ -32,8 +32,19 @@ async def ensure_user(session: AsyncSession, user_id: str) -> tuple[User, bool]:
     return user, True
 
 
-def _has_prompt(task: str):
+def has_prompt(task: str):
     return exists().where(UserPrompt.user_id == User.user_id, UserPrompt.task == task)
+
+
+def due(scope: str, task: str, new_user_events: int, drift_events: int):
+    """new: no personal prompt for the task yet and enough events for a search; drifting:
+    searched before and enough events since. (What the admin scopes and the worker's scheduler
+    select.)"""
+    if scope == "new":
+        return ~has_prompt(task) & (User.event_count >= new_user_events)
+    if scope == "drifting":
+        return has_prompt(task) & (User.events_since_search >= drift_events)
+    raise ValueError(f"unknown scope {scope!r}")
 
 
 async def existing_user_ids(session: AsyncSession, user_ids: list[str]) -> set[str]:
@@ -44,13 +55,8 @@ async def existing_user_ids(session: AsyncSession, user_ids: list[str]) -> set[s
 async def scope_user_ids(
     session: AsyncSession, scope: str, task: str, new_user_events: int, drift_events: int
 ) -> list[str]:
-    """new: no personal prompt for the task yet and enough events for a search;
-    drifting: searched before and enough events since; all: every user."""
+    """`due` users of the scope, or every user for `all`."""
     query = select(User.user_id).order_by(User.user_id)
-    if scope == "new":
-        query = query.where(~_has_prompt(task), User.event_count >= new_user_events)
-    elif scope == "drifting":
-        query = query.where(_has_prompt(task), User.events_since_search >= drift_events)
-    elif scope != "all":
-        raise ValueError(f"unknown scope {scope!r}")
+    if scope != "all":
+        query = query.where(due(scope, task, new_user_events, drift_events))
     return list(await session.scalars(query))
