@@ -8,7 +8,7 @@ What it does, all on 127.0.0.1 and in one run:
    `promptrec db upgrade` and `promptrec db load-dataset --data data/ml-100k`; the in-process
    prompt cache (no Redis); the model `artifacts/rlm-small` on the CPU;
 2. `promptrec serve` with the default settings; a closed-loop async load generator
-   (httpx, one AsyncClient with a one-connection keep-alive pool per virtual user) sends
+   (aiohttp, one ClientSession with a one-connection keep-alive pool per virtual user) sends
    `POST /v1/users/{id}/recommendations {"task": "sequential", "count": 10}` for random known
    ML-100k users at concurrency 1, 8, 32 and 128, each for `--duration` seconds after a
    `--warmup`; per level: rps, p50/p95/p99 latency, errors (non-2xx or exceptions) by status;
@@ -48,6 +48,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import httpx
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
@@ -220,15 +221,17 @@ def _metric_sums(text: str) -> dict[str, float]:
                 out[name] += sample.value
             elif name == "promptrec_inference_rejected_total":
                 out[f"rejected:{labels.get('reason')}"] += sample.value
+            elif name == "promptrec_cache_lookups_total":
+                out[f"cache:{labels.get('result')}"] += sample.value
     return dict(out)
 
 
-async def _scrape(client: httpx.AsyncClient) -> dict[str, float] | None:
+async def _scrape(session: aiohttp.ClientSession, base_url: str) -> dict[str, float] | None:
     try:
-        response = await client.get("/metrics")
-        response.raise_for_status()
-        return _metric_sums(response.text)
-    except (httpx.HTTPError, ValueError):
+        async with session.get(f"{base_url}/metrics") as response:
+            response.raise_for_status()
+            return _metric_sums(await response.text())
+    except (aiohttp.ClientError, ValueError):
         return None
 
 
@@ -244,6 +247,8 @@ def _server_breakdown(before: dict | None, after: dict | None) -> dict | None:
         n = delta(f"{base}_count")
         return round(delta(f"{base}_sum") / n * scale, 3) if n else None
 
+    lookups = sum(delta(f"cache:{r}") for r in ("hit", "miss", "error"))
+
     return {
         "model_calls": int(delta("promptrec_inference_compute_seconds_count")),
         "mean_batch_size": mean("promptrec_inference_batch_size"),
@@ -252,6 +257,8 @@ def _server_breakdown(before: dict | None, after: dict | None) -> dict | None:
         "mean_model_call_ms": mean("promptrec_inference_compute_seconds", 1000),
         "rejected_queue_full": int(delta("rejected:queue_full")),
         "rejected_deadline": int(delta("rejected:deadline")),
+        # hot per-user cache (prompt parts, user context); a miss reads the database
+        "cache_hit_ratio": round(delta("cache:hit") / lookups, 3) if lookups else None,
     }
 
 
@@ -322,12 +329,12 @@ async def run_level(
     is answered. Outcomes that complete inside [warm-up end, warm-up end + duration] count."""
     assert server.base_url.startswith(f"http://{HOST}:")
     result = LevelResult(concurrency, duration_s)
-    timeout = httpx.Timeout(CLIENT_TIMEOUT_S)
+    timeout = aiohttp.ClientTimeout(total=CLIENT_TIMEOUT_S)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     window = (0.0, 0.0)  # set once the clients exist
 
-    async def virtual_user(index: int, client: httpx.AsyncClient) -> None:
+    async def virtual_user(index: int, client: aiohttp.ClientSession) -> None:
         rng = random.Random(seed * 1_000_003 + index)
         while not stop.is_set() and loop.time() < window[1]:
             if result.issued >= max_requests:
@@ -336,50 +343,49 @@ async def run_level(
             result.issued += 1
             user_id = rng.choice(user_ids)
             sent = loop.time()
+            retry_after = None
             try:
-                response = await client.post(f"/v1/users/{user_id}/recommendations", json=BODY)
-                await response.aread()
-                outcome: str = str(response.status_code)
-            except httpx.HTTPError as error:
-                response, outcome = None, f"exception:{type(error).__name__}"
+                url = f"{server.base_url}/v1/users/{user_id}/recommendations"
+                async with client.post(url, json=BODY) as response:
+                    await response.read()
+                    outcome: str = str(response.status)
+                    retry_after = response.headers.get("retry-after")
+            except (aiohttp.ClientError, TimeoutError) as error:
+                outcome = f"exception:{type(error).__name__}"
             done = loop.time()
             if window[0] <= done <= window[1]:
                 result.statuses[outcome] += 1
                 if outcome.startswith("2"):
                     result.latencies_ms.append((done - sent) * 1000)
-                elif outcome == "429" and response is not None:
-                    result.retry_after[response.headers.get("retry-after")] += 1
+                elif outcome == "429":
+                    result.retry_after[retry_after] += 1
 
     async with contextlib.AsyncExitStack() as stack:
-        # One client (a keep-alive pool of one connection) per virtual user: httpcore's shared
-        # pool rescans every connection on each request event, which at c=128 cost the load
-        # generator ~15 ms of CPU per request. Plain HTTP to 127.0.0.1: no TLS context needed.
+        # One session (a keep-alive pool of one connection) per virtual user, as a fleet of
+        # clients would connect. aiohttp, not httpx: on these shared cores the load generator's
+        # CPU is taken from the server, and httpx's async client used ~2x more per request.
         clients = [
             await stack.enter_async_context(
-                httpx.AsyncClient(
-                    base_url=server.base_url,
-                    timeout=timeout,
-                    limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
-                    verify=False,
+                aiohttp.ClientSession(
+                    timeout=timeout, connector=aiohttp.TCPConnector(limit=1, force_close=False)
                 )
             )
             for _ in range(concurrency)
         ]
-        side = await stack.enter_async_context(
-            httpx.AsyncClient(base_url=server.base_url, timeout=timeout, verify=False)
-        )
+        side = await stack.enter_async_context(aiohttp.ClientSession(timeout=timeout))
         t_start = loop.time()
         window = (t_start + warmup_s, t_start + warmup_s + duration_s)
         users = [asyncio.create_task(virtual_user(i, c)) for i, c in enumerate(clients)]
         await asyncio.sleep(max(0.0, window[0] - loop.time()))
         cpu_client, cpu_server = time.process_time(), server.cpu_seconds()
-        scrape = asyncio.create_task(_scrape(side))  # answered behind the load: a bit late
+        # answered behind the load: a bit late
+        scrape = asyncio.create_task(_scrape(side, server.base_url))
         await asyncio.sleep(max(0.0, window[1] - loop.time()))
         cpu_client = time.process_time() - cpu_client
         if cpu_server is not None:
             cpu_server = (server.cpu_seconds() or 0.0) - cpu_server
         metrics_before = await scrape
-        metrics_after = await _scrape(side)
+        metrics_after = await _scrape(side, server.base_url)
         stop.set()
         # Stragglers finish within the client timeout; never wait longer than that.
         _done, pending = await asyncio.wait(users, timeout=CLIENT_TIMEOUT_S + 5)
@@ -515,7 +521,7 @@ def _sanity_check(server: Server, user_id: str) -> dict:
 def _table(rows: list[dict], batch1: dict, gain: float | None, overload: dict) -> str:
     head = (
         f"{'server':<18}{'conc':>5}{'rps':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
-        f"{'errors':>8}{'batch':>7}{'queue ms':>10}{'model ms':>10}{'srv ms':>8}"
+        f"{'errors':>8}{'batch':>7}{'queue ms':>10}{'model ms':>10}{'srv ms':>8}{'cache':>7}"
     )
     lines = [head, "-" * len(head)]
 
@@ -529,6 +535,7 @@ def _table(rows: list[dict], batch1: dict, gain: float | None, overload: dict) -
             f"{fmt(row['p95_ms'], 9)}{fmt(row['p99_ms'], 9)}{row['errors']['count']:>8}"
             f"{fmt(s.get('mean_batch_size'), 7)}{fmt(s.get('mean_queue_ms'), 10)}"
             f"{fmt(s.get('mean_model_call_ms'), 10)}{fmt(s.get('mean_request_ms'), 8)}"
+            f"{fmt(s.get('cache_hit_ratio'), 7, 2)}"
         )
     lines.append(
         f"batching gain (c={GAIN_CONCURRENCY}): " + ("-" if gain is None else f"{gain:.2f}x")
@@ -661,7 +668,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "shared_cores_note": (
             f"the server (uvicorn, one process; torch with {torch.get_num_threads()} intra-op "
-            f"threads) and the load generator (httpx, one process) ran on the same "
+            f"threads) and the load generator (aiohttp, one process) ran on the same "
             f"{os.cpu_count()} CPU cores; client CPU seconds per level are in rows_detail"
         ),
         "settings": {
@@ -675,7 +682,7 @@ def main(argv: list[str] | None = None) -> int:
             "overload_run": {"queue_limit": OVERLOAD_QUEUE_LIMIT},
             "request": {"route": ROUTE, "body": BODY, "users": "random known ML-100k user"},
             "load": {
-                "generator": f"httpx {httpx.__version__}, closed loop, one AsyncClient "
+                "generator": f"aiohttp {aiohttp.__version__}, closed loop, one ClientSession "
                 "(keep-alive pool of one connection) per virtual user",
                 "duration_s": args.duration,
                 "warmup_s": args.warmup,

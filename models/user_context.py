@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -63,11 +64,25 @@ class ItemCatalog:
         total = sum(counts.values()) or 1
         return cls(titles, genres, {g: c / total for g, c in counts.items()})
 
+    @cached_property
+    def _genre_counts(self) -> tuple[list[str], np.ndarray]:
+        """Genre words, and per item how often each occurs in the item's genres."""
+        vocab = sorted({g for genres in self.genre_words for g in genres})
+        column = {g: j for j, g in enumerate(vocab)}
+        matrix = np.zeros((len(self.genre_words), len(vocab)), dtype=np.int64)
+        for i, genres in enumerate(self.genre_words):
+            for g in genres:
+                matrix[i, column[g]] += 1
+        return vocab, matrix
+
     def taste_words(self, history: list[int], k: int = TASTE_WORDS) -> list[str]:
         """The k genres most over-represented in `history` relative to the catalogue (lift)."""
-        counts: Counter[str] = Counter()
-        for i in history:
-            counts.update(self.genre_words[i])
+        vocab, matrix = self._genre_counts
+        if not len(history) or not vocab:
+            return []
+        # One indexed sum over the history (this runs on every served request).
+        totals = matrix[np.asarray(history, dtype=np.int64)].sum(axis=0)
+        counts = {vocab[j]: int(totals[j]) for j in np.flatnonzero(totals)}
         total = sum(counts.values())
         if not total:
             return []

@@ -1,4 +1,4 @@
-"""The hot per-user prompt cache: Redis, or in-process with the same interface.
+"""The hot per-user cache (prompts, user contexts): Redis, or in-process with the same interface.
 
 Values are JSON objects. Redis failures never reach a request: a failed read is a miss (the
 caller reads the database), a failed write is skipped, and `healthy` turns false until a ping
@@ -23,7 +23,8 @@ class PromptCache(Protocol):
 
     async def get_many(self, keys: list[str]) -> list[dict[str, Any] | None]: ...
 
-    async def set(self, key: str, value: dict[str, Any]) -> None: ...
+    async def set(self, key: str, value: dict[str, Any], ttl_s: float | None = None) -> None:
+        """Stores the value for `ttl_s` seconds (default: the cache's TTL)."""
 
     async def delete(self, *keys: str) -> None: ...
 
@@ -57,8 +58,8 @@ class InProcessPromptCache:
                 out.append(entry[1])
         return out
 
-    async def set(self, key: str, value: dict[str, Any]) -> None:
-        self._entries[key] = (time.monotonic() + self.ttl_s, value)
+    async def set(self, key: str, value: dict[str, Any], ttl_s: float | None = None) -> None:
+        self._entries[key] = (time.monotonic() + (ttl_s or self.ttl_s), value)
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
@@ -124,13 +125,14 @@ class RedisPromptCache:
             out.append(None if value is None else json.loads(value))
         return out
 
-    async def set(self, key: str, value: dict[str, Any]) -> None:
+    async def set(self, key: str, value: dict[str, Any], ttl_s: float | None = None) -> None:
         from redis.exceptions import RedisError
 
         if not self.healthy:
             return
+        expiry_ms = int((ttl_s or self.ttl_s) * 1000)
         try:
-            await self._client.set(self.prefix + key, json.dumps(value), ex=self.ttl_s)
+            await self._client.set(self.prefix + key, json.dumps(value), px=expiry_ms)
         except (RedisError, OSError) as error:
             self._failed(error)
 

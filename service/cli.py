@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -270,6 +271,7 @@ def _sensitivity(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import torch
     import uvicorn
 
     from service.api.app import create_app
@@ -282,7 +284,12 @@ def _serve(args: argparse.Namespace) -> int:
             f"no model in {settings.model_path}; train one with `promptrec train` or point "
             "--model (PROMPTREC_MODEL_PATH) at a model directory"
         )
-    app = create_app(settings)
+    app = create_app(settings, freeze_gc=True)
+    torch.set_num_threads(settings.inference_threads or max(1, (os.cpu_count() or 2) - 1))
+    # The model runs in a worker thread next to the event loop. A thread waiting for the GIL
+    # gets it only after the holder's switch interval (5 ms by default), and the model thread
+    # waits at every call's entry and exit; a shorter interval keeps that wait small.
+    sys.setswitchinterval(0.0005)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
     return 0
 

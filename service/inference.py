@@ -99,13 +99,22 @@ class Ranker:
 
     @torch.inference_mode()
     def rank(self, requests: Sequence[RankRequest]) -> list[Ranked]:
+        """Runs in the batcher's thread: whole-batch tensor calls only (each one hands the GIL
+        to the event loop and waits to get it back)."""
         ids, mask = encode_token_lists(self.lm, [r.tokens for r in requests])
-        scores = rank_items(self.lm, ids, mask, exclude=[sorted(r.exclude) for r in requests])
-        for row, r in enumerate(requests):
-            if r.candidates is not None:
-                allowed = torch.zeros(scores.shape[1], dtype=torch.bool, device=scores.device)
-                allowed[list(r.candidates)] = True
-                scores[row].masked_fill_(~allowed, float("-inf"))
+        with_candidates = any(r.candidates is not None for r in requests)
+        scores = rank_items(
+            self.lm,
+            ids,
+            mask,
+            exclude=[sorted(r.exclude) for r in requests],
+            # a request without a candidate list may get any item
+            candidates=[
+                range(self.lm.n_items) if r.candidates is None else r.candidates for r in requests
+            ]
+            if with_candidates
+            else None,
+        )
         k = min(max(r.count for r in requests), scores.shape[1])
         indices, values = top_items(scores, k)
         indices, values = indices.cpu().tolist(), values.cpu().tolist()

@@ -80,7 +80,9 @@ QUEUE_REJECTED = Counter(
 )
 QUEUE_DEPTH = Gauge("promptrec_inference_queue_depth", "Ranking requests waiting")
 CACHE_LOOKUPS = Counter(
-    "promptrec_prompt_cache_lookups_total", "Prompt cache lookups", ["result"]
+    "promptrec_cache_lookups_total",
+    "Hot per-user cache lookups (prompts, user contexts)",
+    ["result"],
 )  # hit | miss | error
 
 WORKER_USERS = Counter(

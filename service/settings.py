@@ -23,11 +23,17 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     redis_key_prefix: str = "promptrec:"
     prompt_cache_ttl_s: int = Field(3600, ge=1)
+    # A user's profile and history are cached too (invalidated by event ingestion); this bounds
+    # how long a change by another writer (`promptrec db load-dataset`) can go unseen.
+    user_context_ttl_s: float = Field(300.0, gt=0)
 
     # The RLM served and the dataset it was trained on.
     model_path: Path = Path("artifacts/rlm-small")
     data_dir: Path = Path("data/ml-100k")
     device: str | None = None  # cpu, cuda, cuda:1 (default: CUDA when present)
+    # CPU threads of the model in `promptrec serve` (default: all cores but one, which the
+    # event loop needs; on 2 cores one thread served more requests than two).
+    inference_threads: int | None = Field(None, ge=1)
 
     # Admin routes need this key in X-API-Key; without one they answer 401 to everyone.
     admin_api_key: SecretStr | None = None

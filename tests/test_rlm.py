@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from models.evaluation import evaluate_rlm, user_fields
-from models.ranking import encode_token_lists, rank_items, top_items
+from models.ranking import encode_token_lists, item_logits, item_scorer, rank_items, top_items
 from models.report import QualityOptions, quality_report
 from models.rlm import train as train_module
 from models.rlm.corpus import CorpusConfig
@@ -75,6 +75,25 @@ def test_ranking_excludes_history_and_respects_candidates(data, splits):
     for row, allowed in enumerate(candidates):
         finite = torch.isfinite(scores[row]).nonzero().flatten().tolist()
         assert finite == sorted(allowed)
+
+
+def test_the_traced_ranking_graph_scores_as_the_eager_model_and_follows_its_weights(data, splits):
+    lm, _, _ = build_rlm(data, splits, TrainConfig(preset="tiny"))
+    lm.model.eval()
+    scorer = item_scorer(lm)
+    assert isinstance(scorer, torch.jit.ScriptModule)  # traced, not the eager fallback
+    _, tokens = _prompts(lm, data, splits, range(7))
+    tokens = [t[: 5 + 3 * row] for row, t in enumerate(tokens)]  # ragged: padded rows
+    with torch.inference_mode():
+        for rows in (tokens, tokens[:1], tokens[2:5]):
+            ids, mask = encode_token_lists(lm, rows)
+            eager = item_logits(lm.model, ids, mask, lm.item_token_ids())
+            torch.testing.assert_close(scorer(ids, mask), eager, atol=1e-5, rtol=1e-5)
+        with torch.no_grad():
+            lm.model.shared.weight.mul_(0.5)  # the graph shares the weights, so it sees this
+        ids, mask = encode_token_lists(lm, tokens)
+        eager = item_logits(lm.model, ids, mask, lm.item_token_ids())
+        torch.testing.assert_close(scorer(ids, mask), eager, atol=1e-5, rtol=1e-5)
 
 
 def test_save_and_load_give_identical_rankings(tmp_path, data, splits):

@@ -22,13 +22,13 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from models.rlm.model import RecLM
 from service.cache import PromptCache
+from service.hot_reads import invalidate_user_prompt
 from service.inference import Catalog
 from service.observability import (
     WORKER_BATCH_SECONDS,
     WORKER_DEAD_LETTERS,
     WORKER_USERS,
 )
-from service.prompt_lookup import invalidate_user_prompt
 from service.repositories.prompts import SearchedPrompt
 from service.settings import Settings
 from worker import store

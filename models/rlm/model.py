@@ -6,6 +6,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import (
@@ -101,6 +102,10 @@ class RecLM:
     _item_token_ids: torch.Tensor = field(init=False, repr=False)
     vocab: dict[str, int] = field(init=False, repr=False)
     """token -> id, read once: the tokenizer rebuilds this dict on every get_vocab() call."""
+    _scorer: tuple[tuple[int, torch.device], Any] | None = field(
+        default=None, init=False, repr=False
+    )
+    """((model id, device), the inference scorer `models.ranking.item_scorer` built for them)"""
 
     def __post_init__(self) -> None:
         self.vocab = vocab = self.tokenizer.get_vocab()

@@ -13,7 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.api.runtime import Runtime
 
 
-def get_runtime(request: Request) -> Runtime:
+# Dependencies are `async def`: FastAPI runs a plain `def` one in a thread pool, a thread hop
+# per request that cost more than the work.
+async def get_runtime(request: Request) -> Runtime:
     runtime = getattr(request.app.state, "runtime", None)
     if runtime is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the service is starting")
@@ -33,7 +35,7 @@ SessionDep = Annotated[AsyncSession, Depends(get_session)]
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="admin API key")
 
 
-def require_admin(
+async def require_admin(
     runtime: RuntimeDep, api_key: Annotated[str | None, Security(api_key_header)]
 ) -> None:
     """401 without a key, 403 with a wrong one; compared in constant time, never logged."""

@@ -12,6 +12,7 @@ import pandas as pd
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from models.ranking import item_scorer
 from models.rlm.model import RecLM
 from service.batching import MicroBatcher
 from service.cache import PromptCache, make_cache
@@ -82,6 +83,7 @@ async def start_runtime(settings: Settings, lm: RecLM | None = None) -> Runtime:
     if lm is None:
         lm = await asyncio.to_thread(RecLM.load, settings.model_path, settings.device)
     lm.model.eval()
+    await asyncio.to_thread(item_scorer, lm)  # trace the ranking graph now, not in a request
     fingerprint = await asyncio.to_thread(lm.fingerprint)
     catalog = await load_catalog(sessions, lm)
     cache = make_cache(settings.redis_url, settings.redis_key_prefix, settings.prompt_cache_ttl_s)

@@ -69,7 +69,7 @@ def run_async(service: Service, function, *args):
 
 async def write_user_prompt(runtime, user_id: str, task: str, tokens: list[str]) -> int:
     """What the worker will do: commit a new version, then invalidate the cached prompt."""
-    from service.prompt_lookup import invalidate_user_prompt
+    from service.hot_reads import invalidate_user_prompt
     from service.repositories.prompts import SearchedPrompt, add_user_prompt
 
     async with runtime.sessions() as session:
@@ -83,7 +83,7 @@ async def write_user_prompt(runtime, user_id: str, task: str, tokens: list[str])
 
 
 async def write_task_prompt(runtime, task: str, tokens: list[str]) -> int:
-    from service.prompt_lookup import invalidate_task_prompt
+    from service.hot_reads import invalidate_task_prompt
     from service.repositories.prompts import add_prompt_set
 
     async with runtime.sessions() as session:

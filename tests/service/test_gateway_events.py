@@ -41,6 +41,29 @@ def test_accepted_events_extend_history_and_counters(service):
     assert len(items["items"]) == service.runtime.lm.n_items - 2
 
 
+def test_a_served_users_next_recommendation_sees_their_new_events(service):
+    """The first recommendation caches the user's context; accepted events must invalidate it."""
+    user = new_user_id()
+    n_items = service.runtime.lm.n_items
+
+    def recommended():
+        response = service.client.post(f"/v1/users/{user}/recommendations", json={"count": 60})
+        assert response.status_code == 200, response.text
+        return [i["item_id"] for i in response.json()["items"]]
+
+    top = recommended()
+    assert len(top) == min(60, n_items)  # nothing seen yet
+    assert (
+        service.client.post("/v1/events", json={"events": [_event(user, top[0])]}).json()[
+            "accepted"
+        ]
+        == 1
+    )
+    after = recommended()
+    assert top[0] not in after
+    assert len(after) == min(60, n_items - 1)
+
+
 def test_resending_an_event_is_a_duplicate_not_a_second_interaction(service):
     user = new_user_id()
     event = _event(user, "m1", recommendation_id="r" * 128)  # the longest id the API takes

@@ -47,7 +47,7 @@ def test_metrics_expose_latency_batching_cache_and_errors(service):
         "promptrec_inference_batch_size_bucket",
         "promptrec_inference_queue_seconds_bucket",
         "promptrec_inference_compute_seconds_bucket",
-        "promptrec_prompt_cache_lookups_total",
+        "promptrec_cache_lookups_total",
         'promptrec_http_errors_total{status_class="4xx"}',
     ):
         assert name in text, name

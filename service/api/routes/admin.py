@@ -20,7 +20,7 @@ from service.api.schemas import (
     PromptView,
     Task,
 )
-from service.prompt_lookup import invalidate_user_prompt, served_prompt
+from service.hot_reads import invalidate_user_prompt, served_prompt
 from service.repositories import jobs, users
 from service.repositories import prompts as prompt_repo
 from worker.queue import SearchTask

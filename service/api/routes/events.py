@@ -8,6 +8,7 @@ from fastapi import APIRouter, HTTPException, status
 
 from service.api.deps import RuntimeDep, SessionDep
 from service.api.schemas import EventIn, EventResult, EventsRequest, EventsResponse, Problem
+from service.hot_reads import invalidate_user_contexts
 from service.repositories import interactions, items, users
 
 router = APIRouter(prefix="/v1", tags=["events"])
@@ -60,6 +61,9 @@ async def ingest_events(
     await users.ensure_users(session, sorted({e.user_id for e in valid}))
     inserted = await interactions.record_events(session, valid)
     await session.commit()
+    await invalidate_user_contexts(
+        runtime.cache, sorted({e.user_id for e in valid if e.event_id in inserted})
+    )
     results = []
     for n, event in enumerate(body.events):
         if n not in verdicts:

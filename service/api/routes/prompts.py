@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, status
 from service.api.deps import RuntimeDep, SessionDep
 from service.api.runtime import Runtime
 from service.api.schemas import ID_PATTERN, Problem, PromptView, Task
-from service.prompt_lookup import ServedPrompt, served_prompt
+from service.hot_reads import ServedPrompt, served_prompt
 from service.repositories import users
 
 router = APIRouter(prefix="/v1/users", tags=["prompts"])

@@ -17,9 +17,8 @@ from service.api.schemas import (
     RecommendationResponse,
     RecommendedItem,
 )
+from service.hot_reads import recommendation_inputs
 from service.inference import RankRequest, prompt_tokens, user_profile
-from service.prompt_lookup import served_prompt
-from service.repositories import interactions, users
 
 router = APIRouter(prefix="/v1/users", tags=["recommendations"])
 
@@ -51,19 +50,23 @@ async def recommend(
     """Top `count` items for the user. A user never seen before is recorded and gets the
     task-level prompt; `history` replaces the stored history; `candidates` must be known."""
     catalog = runtime.catalog
-    user, created = await users.ensure_user(session, user_id)
-    if created:
-        await session.commit()
-    if body.history is not None:
-        history = _indices(catalog.index_of, body.history, "history")
-    else:
-        stored = await interactions.user_history(session, user_id)
-        # Items the database has but the model was not trained on cannot be shown to it.
-        history = [catalog.index_of[i] for i in stored if i in catalog.index_of]
+    history = (
+        _indices(catalog.index_of, body.history, "history") if body.history is not None else None
+    )
     candidates = (
         _indices(catalog.index_of, body.candidates, "candidates") if body.candidates else None
     )
-    prompt = await served_prompt(session, runtime.cache, user_id, body.task, runtime.fingerprint)
+    prompt, user = await recommendation_inputs(
+        session,
+        runtime.cache,
+        user_id,
+        body.task,
+        runtime.fingerprint,
+        runtime.settings.user_context_ttl_s,
+    )
+    if history is None:
+        # Items the database has but the model was not trained on cannot be shown to it.
+        history = [catalog.index_of[i] for i in user.history if i in catalog.index_of]
     tokens = prompt_tokens(
         runtime.lm,
         catalog,

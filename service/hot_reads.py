@@ -1,7 +1,11 @@
-"""A user's served prompt: the task-level tokens plus the personal tokens, cache-aside.
+"""What serving a user reads on every request, cache-aside: the prompt and the user's context.
 
-Both parts are cached under their own key; whoever commits a new version (the worker, a
-rollback) calls `invalidate_user_prompt` / `invalidate_task_prompt` right after the commit.
+The prompt's task-level and personal parts are cached under their own keys; whoever commits a
+new version (the worker, a rollback) calls `invalidate_user_prompt` / `invalidate_task_prompt`
+right after the commit. The user's context (profile and history) is cached too, so a hot user's
+recommendation reads no database at all; event ingestion calls `invalidate_user_contexts` after
+its commit, and a short TTL bounds staleness from writers that cannot (the dataset loader, or a
+read that raced an invalidation).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.cache import PromptCache
-from service.repositories import prompts
+from service.repositories import interactions, prompts, users
 
 
 def task_prompt_key(fingerprint: str, task: str) -> str:
@@ -21,6 +25,10 @@ def task_prompt_key(fingerprint: str, task: str) -> str:
 
 def user_prompt_key(fingerprint: str, task: str, user_id: str) -> str:
     return f"prompt:user:{fingerprint}:{task}:{user_id}"
+
+
+def user_context_key(user_id: str) -> str:
+    return f"user:context:{user_id}"
 
 
 @dataclass(frozen=True)
@@ -62,11 +70,71 @@ async def _user_part(
     }
 
 
+@dataclass(frozen=True)
+class UserContext:
+    """The user's profile and history (item ids, oldest first) as the database has them."""
+
+    age: float | None
+    gender: str | None
+    occupation: str | None
+    history: tuple[str, ...]
+
+
+async def _context(session: AsyncSession, user_id: str) -> dict[str, Any]:
+    """Records a user never seen before (committing it) and reads the context."""
+    user, created = await users.ensure_user(session, user_id)
+    if created:
+        await session.commit()
+    return {
+        "age": user.age,
+        "gender": user.gender,
+        "occupation": user.occupation,
+        "history": await interactions.user_history(session, user_id),
+    }
+
+
 async def served_prompt(
     session: AsyncSession, cache: PromptCache, user_id: str, task: str, fingerprint: str
 ) -> ServedPrompt:
     keys = [task_prompt_key(fingerprint, task), user_prompt_key(fingerprint, task, user_id)]
     task_part, user_part = await cache.get_many(keys)
+    return await _served(session, cache, keys, task_part, user_part, user_id, task, fingerprint)
+
+
+async def recommendation_inputs(
+    session: AsyncSession,
+    cache: PromptCache,
+    user_id: str,
+    task: str,
+    fingerprint: str,
+    context_ttl_s: float,
+) -> tuple[ServedPrompt, UserContext]:
+    """The prompt and the context, in one cache round trip; a user never seen is recorded."""
+    keys = [
+        task_prompt_key(fingerprint, task),
+        user_prompt_key(fingerprint, task, user_id),
+        user_context_key(user_id),
+    ]
+    task_part, user_part, context = await cache.get_many(keys)
+    if context is None:
+        context = await _context(session, user_id)
+        await cache.set(keys[2], context, ttl_s=context_ttl_s)
+    prompt = await _served(session, cache, keys, task_part, user_part, user_id, task, fingerprint)
+    return prompt, UserContext(
+        context["age"], context["gender"], context["occupation"], tuple(context["history"])
+    )
+
+
+async def _served(
+    session: AsyncSession,
+    cache: PromptCache,
+    keys: list[str],
+    task_part: dict[str, Any] | None,
+    user_part: dict[str, Any] | None,
+    user_id: str,
+    task: str,
+    fingerprint: str,
+) -> ServedPrompt:
     if task_part is None:
         task_part = await _task_part(session, task, fingerprint)
         await cache.set(keys[0], task_part)
@@ -89,6 +157,11 @@ async def invalidate_user_prompt(
     cache: PromptCache, fingerprint: str, task: str, user_id: str
 ) -> None:
     await cache.delete(user_prompt_key(fingerprint, task, user_id))
+
+
+async def invalidate_user_contexts(cache: PromptCache, user_ids: list[str]) -> None:
+    if user_ids:
+        await cache.delete(*[user_context_key(u) for u in user_ids])
 
 
 async def invalidate_task_prompt(cache: PromptCache, fingerprint: str, task: str) -> None:
