@@ -43,7 +43,9 @@ def pad_rows(
     return torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
 
 
-def _row_col(per_row: Sequence[Sequence[int]], device: torch.device) -> tuple[torch.Tensor, ...]:
+def row_col_indices(
+    per_row: Sequence[Sequence[int]], device: torch.device
+) -> tuple[torch.Tensor, ...]:
     """(row, column) index tensors of every listed item, for one indexed write over the batch."""
     rows = [row for row, items in enumerate(per_row) for _ in items]
     cols = [item for items in per_row for item in items]
@@ -148,10 +150,10 @@ def rank_items(
     scores = torch.log_softmax(logits.float(), dim=-1)
     if candidates is not None:
         allowed = torch.zeros_like(scores, dtype=torch.bool)
-        allowed[_row_col(candidates, scores.device)] = True
+        allowed[row_col_indices(candidates, scores.device)] = True
         scores = scores.masked_fill(~allowed, float("-inf"))
     if exclude is not None and any(exclude):
-        scores[_row_col(exclude, scores.device)] = float("-inf")
+        scores[row_col_indices(exclude, scores.device)] = float("-inf")
     return scores
 
 

@@ -88,12 +88,19 @@ class MicroBatcher(Generic[Req, Res]):
             QUEUE_REJECTED.labels("queue_full").inc()
             raise Overloaded from None
         QUEUE_DEPTH.set(self._queue.qsize())
+        # A timer on the loop rather than wait_for(shield(...)): no extra futures per request.
+        # A caller that goes away cancels its future, and the batcher skips it.
+        timer = asyncio.get_running_loop().call_later(timeout_s, self._expire, pending)
         try:
-            return await asyncio.wait_for(asyncio.shield(pending.future), timeout_s)
-        except TimeoutError:
-            pending.future.cancel()
+            return await pending.future
+        finally:
+            timer.cancel()
+
+    @staticmethod
+    def _expire(pending: _Pending[Req, Res]) -> None:
+        if not pending.future.done():
             QUEUE_REJECTED.labels("deadline").inc()
-            raise DeadlineExceeded from None
+            pending.future.set_exception(DeadlineExceeded())
 
     async def _collect(self) -> list[_Pending[Req, Res]]:
         assert self._queue is not None

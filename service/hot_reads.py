@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.cache import PromptCache
 from service.repositories import interactions, prompts, users
@@ -97,50 +97,58 @@ async def served_prompt(
     session: AsyncSession, cache: PromptCache, user_id: str, task: str, fingerprint: str
 ) -> ServedPrompt:
     keys = [task_prompt_key(fingerprint, task), user_prompt_key(fingerprint, task, user_id)]
-    task_part, user_part = await cache.get_many(keys)
-    return await _served(session, cache, keys, task_part, user_part, user_id, task, fingerprint)
+    parts = await cache.get_many(keys)
+    await _fill_misses(session, cache, keys, parts, user_id, task, fingerprint)
+    return _prompt(*parts)
 
 
 async def recommendation_inputs(
-    session: AsyncSession,
+    sessions: async_sessionmaker,
     cache: PromptCache,
     user_id: str,
     task: str,
     fingerprint: str,
     context_ttl_s: float,
 ) -> tuple[ServedPrompt, UserContext]:
-    """The prompt and the context, in one cache round trip; a user never seen is recorded."""
+    """The prompt and the context, in one cache round trip; a user never seen is recorded.
+    A database session is opened only on a cache miss (a hot user costs none)."""
     keys = [
         task_prompt_key(fingerprint, task),
         user_prompt_key(fingerprint, task, user_id),
         user_context_key(user_id),
     ]
-    task_part, user_part, context = await cache.get_many(keys)
-    if context is None:
-        context = await _context(session, user_id)
-        await cache.set(keys[2], context, ttl_s=context_ttl_s)
-    prompt = await _served(session, cache, keys, task_part, user_part, user_id, task, fingerprint)
-    return prompt, UserContext(
+    parts = await cache.get_many(keys)
+    if None in parts:
+        async with sessions() as session:
+            if parts[2] is None:
+                parts[2] = await _context(session, user_id)
+                await cache.set(keys[2], parts[2], ttl_s=context_ttl_s)
+            await _fill_misses(session, cache, keys[:2], parts, user_id, task, fingerprint)
+    task_part, user_part, context = parts
+    return _prompt(task_part, user_part), UserContext(
         context["age"], context["gender"], context["occupation"], tuple(context["history"])
     )
 
 
-async def _served(
+async def _fill_misses(
     session: AsyncSession,
     cache: PromptCache,
     keys: list[str],
-    task_part: dict[str, Any] | None,
-    user_part: dict[str, Any] | None,
+    parts: list[dict[str, Any] | None],
     user_id: str,
     task: str,
     fingerprint: str,
-) -> ServedPrompt:
-    if task_part is None:
-        task_part = await _task_part(session, task, fingerprint)
-        await cache.set(keys[0], task_part)
-    if user_part is None:
-        user_part = await _user_part(session, user_id, task, fingerprint)
-        await cache.set(keys[1], user_part)
+) -> None:
+    """Reads the missing prompt parts (parts[0]: task-level, parts[1]: personal) and caches them."""
+    if parts[0] is None:
+        parts[0] = await _task_part(session, task, fingerprint)
+        await cache.set(keys[0], parts[0])
+    if parts[1] is None:
+        parts[1] = await _user_part(session, user_id, task, fingerprint)
+        await cache.set(keys[1], parts[1])
+
+
+def _prompt(task_part: dict[str, Any], user_part: dict[str, Any]) -> ServedPrompt:
     return ServedPrompt(
         task_tokens=tuple(task_part["tokens"]),
         task_version=int(task_part["version"]),

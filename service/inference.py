@@ -81,7 +81,7 @@ def prompt_tokens(
 class RankRequest:
     tokens: list[str]
     count: int
-    exclude: frozenset[int] = frozenset()
+    exclude: tuple[int, ...] = ()  # item indices not to recommend (repeats are harmless)
     candidates: tuple[int, ...] | None = None
 
 
@@ -107,7 +107,7 @@ class Ranker:
             self.lm,
             ids,
             mask,
-            exclude=[sorted(r.exclude) for r in requests],
+            exclude=[r.exclude for r in requests],
             # a request without a candidate list may get any item
             candidates=[
                 range(self.lm.n_items) if r.candidates is None else r.candidates for r in requests

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, status
 
 from models.prompts.rendering import UserPrompt
-from service.api.deps import RuntimeDep, SessionDep
+from service.api.deps import RuntimeDep
 from service.api.schemas import (
     ID_PATTERN,
     Problem,
@@ -45,7 +45,7 @@ def _indices(index_of: dict[str, int], item_ids: list[str], what: str) -> list[i
     },
 )
 async def recommend(
-    user_id: UserId, body: RecommendationRequest, runtime: RuntimeDep, session: SessionDep
+    user_id: UserId, body: RecommendationRequest, runtime: RuntimeDep
 ) -> RecommendationResponse:
     """Top `count` items for the user. A user never seen before is recorded and gets the
     task-level prompt; `history` replaces the stored history; `candidates` must be known."""
@@ -57,7 +57,7 @@ async def recommend(
         _indices(catalog.index_of, body.candidates, "candidates") if body.candidates else None
     )
     prompt, user = await recommendation_inputs(
-        session,
+        runtime.sessions,
         runtime.cache,
         user_id,
         body.task,
@@ -66,7 +66,7 @@ async def recommend(
     )
     if history is None:
         # Items the database has but the model was not trained on cannot be shown to it.
-        history = [catalog.index_of[i] for i in user.history if i in catalog.index_of]
+        history = [k for k in map(catalog.index_of.get, user.history) if k is not None]
     tokens = prompt_tokens(
         runtime.lm,
         catalog,
@@ -79,12 +79,9 @@ async def recommend(
     request = RankRequest(
         tokens=tokens,
         count=body.count,
-        exclude=frozenset(history) if body.exclude_seen else frozenset(),
+        exclude=tuple(history) if body.exclude_seen else (),
         candidates=tuple(candidates) if candidates is not None else None,
     )
-    # Give the connection back before waiting for the model: requests queued in the batcher
-    # must not hold the pool's few connections (that capped batches at the pool size).
-    await session.close()
     ranked = await runtime.batcher.submit(request, runtime.settings.request_timeout_ms / 1000)
     return RecommendationResponse(
         recommendation_id=uuid.uuid4().hex,
