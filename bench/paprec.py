@@ -135,7 +135,8 @@ def main() -> None:
     lm, catalog, profiles = load_context(args.model, data, splits)
     config = PaprecConfig()
     started = time.perf_counter()
-    prompt_set = run_search(lm, splits, catalog, profiles, args.prompts, config)
+    # Always a fresh search: resuming a finished prompt set would time nothing.
+    prompt_set = run_search(lm, splits, catalog, profiles, args.prompts, config, resume=False)
     search_seconds = time.perf_counter() - started
 
     manual = [score_rlm_template(lm, splits, catalog, profiles, t) for t in sequential_templates()]

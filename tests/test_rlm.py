@@ -96,6 +96,23 @@ def test_the_traced_ranking_graph_scores_as_the_eager_model_and_follows_its_weig
         torch.testing.assert_close(scorer(ids, mask), eager, atol=1e-5, rtol=1e-5)
 
 
+def test_ranking_falls_back_to_the_eager_model_when_tracing_fails(monkeypatch, data, splits):
+    lm, _, _ = build_rlm(data, splits, TrainConfig(preset="tiny"))
+    lm.model.eval()
+
+    def refuse(*_args, **_kwargs):
+        raise RuntimeError("this checkpoint cannot be traced")
+
+    monkeypatch.setattr(torch.jit, "trace", refuse)
+    scorer = item_scorer(lm)
+    assert not isinstance(scorer, torch.jit.ScriptModule)
+    _, tokens = _prompts(lm, data, splits, range(3))
+    ids, mask = encode_token_lists(lm, tokens)
+    with torch.inference_mode():
+        eager = item_logits(lm.model, ids, mask, lm.item_token_ids())
+        torch.testing.assert_close(scorer(ids, mask), eager)
+
+
 def test_save_and_load_give_identical_rankings(tmp_path, data, splits):
     lm, _, _ = build_rlm(data, splits, TrainConfig(preset="tiny"))
     lm.model.eval()
