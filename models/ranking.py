@@ -87,6 +87,10 @@ class _ItemScorer(torch.nn.Module):
         return item_logits(self.model, input_ids, attention_mask, self.item_token_ids)
 
 
+def _eager_scorer(lm: RecLM) -> _ItemScorer:
+    return _ItemScorer(lm.model, lm.item_token_ids().to(lm.device))
+
+
 def _padded_example(lm: RecLM, batch: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(batch * 1000 + width)
     vocab = lm.model.config.vocab_size
@@ -106,7 +110,7 @@ def _trace_scorer(lm: RecLM) -> Scorer:
     the Python of the module tree.
     Checked against the eager model on other shapes; any mismatch or tracing error keeps eager.
     """
-    eager = _ItemScorer(lm.model, lm.item_token_ids().to(lm.device)).eval()
+    eager = _eager_scorer(lm).eval()
     try:
         with warnings.catch_warnings():
             # deprecation and "might be incorrect" notes: the comparison below is the check
@@ -128,7 +132,7 @@ def item_scorer(lm: RecLM) -> Scorer:
     The traced graph shares the model's weight tensors; it is only used in eval mode (a model
     in training gets the eager path, with dropout)."""
     if lm.model.training:
-        return _ItemScorer(lm.model, lm.item_token_ids().to(lm.device))
+        return _eager_scorer(lm)
     key = (id(lm.model), lm.device)
     if lm._scorer is None or lm._scorer[0] != key:
         lm._scorer = (key, _trace_scorer(lm))
@@ -141,17 +145,19 @@ def rank_items(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     exclude: Sequence[Sequence[int]] | None = None,
-    candidates: Sequence[Sequence[int]] | None = None,
+    candidates: Sequence[Sequence[int] | None] | None = None,
 ) -> torch.Tensor:
     """Item log-probabilities [batch, n_items]; excluded and non-candidate items get -inf.
 
-    Column k is item index k, so a top-k over the result can only return known items.
+    `candidates[row]` None: that row may get any item. Column k is item index k, so a top-k
+    over the result can only return known items.
     """
     logits = item_scorer(lm)(input_ids, attention_mask)
     scores = torch.log_softmax(logits.float(), dim=-1)
-    if candidates is not None:
+    if candidates is not None and any(c is not None for c in candidates):
         allowed = torch.zeros_like(scores, dtype=torch.bool)
-        allowed[row_col_indices(candidates, scores.device)] = True
+        allowed[row_col_indices([c or () for c in candidates], scores.device)] = True
+        allowed[[row for row, c in enumerate(candidates) if c is None]] = True
         scores = scores.masked_fill(~allowed, float("-inf"))
     if exclude is not None and any(exclude):
         scores[row_col_indices(exclude, scores.device)] = float("-inf")

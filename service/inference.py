@@ -102,18 +102,12 @@ class Ranker:
         """Runs in the batcher's thread: whole-batch tensor calls only (each one hands the GIL
         to the event loop and waits to get it back)."""
         ids, mask = encode_token_lists(self.lm, [r.tokens for r in requests])
-        with_candidates = any(r.candidates is not None for r in requests)
         scores = rank_items(
             self.lm,
             ids,
             mask,
             exclude=[r.exclude for r in requests],
-            # a request without a candidate list may get any item
-            candidates=[
-                range(self.lm.n_items) if r.candidates is None else r.candidates for r in requests
-            ]
-            if with_candidates
-            else None,
+            candidates=[r.candidates for r in requests],
         )
         k = min(max(r.count for r in requests), scores.shape[1])
         indices, values = top_items(scores, k)

@@ -75,6 +75,10 @@ def test_ranking_excludes_history_and_respects_candidates(data, splits):
     for row, allowed in enumerate(candidates):
         finite = torch.isfinite(scores[row]).nonzero().flatten().tolist()
         assert finite == sorted(allowed)
+    mixed = rank_items(lm, ids, mask, candidates=[[1, 2], None, [], None])  # None: any item
+    assert torch.isfinite(mixed[0]).nonzero().flatten().tolist() == [1, 2]
+    assert torch.isfinite(mixed[1]).all() and torch.isfinite(mixed[3]).all()
+    assert not torch.isfinite(mixed[2]).any()
 
 
 def test_the_traced_ranking_graph_scores_as_the_eager_model_and_follows_its_weights(data, splits):
