@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -75,9 +76,12 @@ def personal_speed(lm, splits, catalog, profiles, task_tokens, config, n_users=2
     }
 
 
-def acceptance_speed(lm, splits, catalog, profiles, config, n_users=200, rounds=2) -> dict:
-    """Both acceptance rules over the same validation examples and the same gradient candidates."""
-    users = splits.user_indices("warm")[:n_users]
+def acceptance_speed(lm, splits, catalog, profiles, config) -> dict:
+    """Three acceptance rules, one run, one cycle of task rounds each from the same start, on the
+    reference's examples (every warm user's validation item): ours (screened), ours scoring every
+    candidate on every example, and PAP-REC's beam search. Only acceptance is timed (gradients
+    and candidates are the same code in all three)."""
+    users = splits.user_indices("warm")
     examples = SearchExamples(
         users=[splits.users[u] for u in users],
         owner=list(range(len(users))),
@@ -88,38 +92,51 @@ def acceptance_speed(lm, splits, catalog, profiles, config, n_users=200, rounds=
         targets=[splits.valid[u] for u in users],
         held_out=[False] * len(users),
     )
+    every = replace(config, screen_fraction=None)
+    exact = PaprecSearch(lm, every, progress=False)
+    exact_batch = exact.prepare(examples, range(len(examples)))
+    personal = np.zeros((len(users), 0), dtype=np.int64)
     results = {}
-    for name, cls in (("ours", PaprecSearch), ("reference", BeamSearchAcceptance)):
-        search = cls(lm, config, progress=False)
+    for name, cls, cfg in (
+        ("ours", PaprecSearch, config),
+        ("ours_every_candidate", PaprecSearch, every),
+        ("reference", BeamSearchAcceptance, every),
+    ):
+        search = cls(lm, cfg, progress=False)
         batch = search.prepare(examples, range(len(examples)))
-        task = search.ids([config.init_token] * config.task_tokens)
-        personal = np.zeros((len(users), 0), dtype=np.int64)
+        task = search.ids([cfg.init_token] * cfg.task_tokens)
         best = search.task_surrogate(batch, lambda j, t=task: t)
         evaluated, spent = 0, 0.0
-        original = search.task_surrogate
+        original = search.accept_best
 
-        def timed(b, trig, original=original):
+        def timed(batch, current, trials, personal, best, original=original):
             nonlocal evaluated, spent
             t0 = time.perf_counter()
-            value = original(b, trig)
+            out = original(batch, current, trials, personal, best)
             spent += time.perf_counter() - t0
-            evaluated += 1
-            return value
+            evaluated += len(trials)
+            return out
 
-        search.task_surrogate = timed
-        for r in range(rounds):
-            best, _ = search.task_round(batch, task, personal, r % config.task_tokens, best)
-        exact = PaprecSearch(lm, config, progress=False)
-        final = exact.task_surrogate(
-            exact.prepare(examples, range(len(examples))), lambda j, t=task: t
-        )
+        search.accept_best = timed
+        accepted = 0
+        for position in range(cfg.task_tokens):
+            best, took = search.task_round(batch, task, personal, position, best)
+            accepted += took
+        final = exact.task_surrogate(exact_batch, lambda j, t=task: t)
         results[name] = {
             "seconds_per_flip": round(spent / evaluated, 4),
             "candidates": evaluated,
+            "accepted": accepted,
+            "examples": len(examples),
             "tokens": search.tokens(task),
             "selection_NDCG@10+HR@10": round(final, 5),
         }
+        print(name, results[name], flush=True)
     return results
+
+
+def speedup(flips: dict, ours: str) -> float:
+    return round(flips["reference"]["seconds_per_flip"] / flips[ours]["seconds_per_flip"], 1)
 
 
 def main() -> None:
@@ -128,12 +145,24 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("data/ml-100k"))
     parser.add_argument("--prompts", type=Path, default=Path("artifacts/prompts/sequential.json"))
     parser.add_argument("--out", type=Path, default=Path("bench/results/paprec.json"))
+    parser.add_argument(
+        "--acceptance-only",
+        action="store_true",
+        help="only time the acceptance rules (prints them; writes nothing)",
+    )
     args = parser.parse_args()
 
     data = InteractionData.load(args.data)
     splits = make_splits(data)
     lm, catalog, profiles = load_context(args.model, data, splits)
     config = PaprecConfig()
+    if args.acceptance_only:
+        flips = acceptance_speed(lm, splits, catalog, profiles, config)
+        print(
+            f"speedup {speedup(flips, 'ours')}x, every candidate "
+            f"{speedup(flips, 'ours_every_candidate')}x"
+        )
+        return
     started = time.perf_counter()
     # Always a fresh search: resuming a finished prompt set would time nothing.
     prompt_set = run_search(lm, splits, catalog, profiles, args.prompts, config, resume=False)
@@ -163,9 +192,8 @@ def main() -> None:
             "cpu_threads": torch.get_num_threads(),
             "ours_seconds_per_flip": flips["ours"]["seconds_per_flip"],
             "reference_seconds_per_flip": flips["reference"]["seconds_per_flip"],
-            "speedup": round(
-                flips["reference"]["seconds_per_flip"] / flips["ours"]["seconds_per_flip"], 1
-            ),
+            "speedup": speedup(flips, "ours"),
+            "speedup_every_candidate": speedup(flips, "ours_every_candidate"),
             "acceptance_runs": flips,
             "full_search_seconds": round(search_seconds, 1),
         }

@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from models.prompts.paprec.config import PaprecConfig  # a plain dataclass: no torch import
+
 DEFAULT_DATA = Path("data/ml-100k")
 DEFAULT_MODEL = Path("artifacts/rlm-small")
 DEFAULT_PROMPTS = Path("artifacts/prompts/sequential.json")
@@ -25,6 +27,16 @@ def main(argv: list[str] | None = None) -> int:
         # Bad input is the user's to fix: say what is wrong, no traceback.
         print(f"error: {error}", file=sys.stderr)
         return 1
+
+
+def _screen_fraction(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is outside [0, 1)")
+    return value or None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--task-tokens", type=int, default=5, help="m, shared trigger tokens")
     search.add_argument("--personal-tokens", type=int, default=2, help="d, tokens per user")
     search.add_argument("--candidates", type=int, default=5, help="top-k words per position")
+    search.add_argument(
+        "--screen-fraction",
+        type=_screen_fraction,
+        default=PaprecConfig.screen_fraction,
+        help="task candidates are first scored on this share of the selection examples; "
+        f"0 scores every candidate on every example (default {PaprecConfig.screen_fraction})",
+    )
     search.add_argument("--max-cycles", type=int, default=3)
     search.add_argument("--max-seconds", type=float, help="task-level search budget")
     search.add_argument("--seed", type=int, default=0)
@@ -228,7 +247,6 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from models.prompts.paprec.config import PaprecConfig
     from models.prompts.paprec.pipeline import run_search
     from models.report import load_context
 
@@ -240,6 +258,7 @@ def _search(args: argparse.Namespace) -> int:
         candidates=args.candidates,
         max_cycles=args.max_cycles,
         max_seconds=args.max_seconds,
+        screen_fraction=args.screen_fraction,
         seed=args.seed,
     )
     prompt_set = run_search(

@@ -105,3 +105,17 @@ def test_every_command_the_readme_names_exists():
     targets = set(re.findall(r"^([a-z][a-z-]*):", makefile, flags=re.MULTILINE))
     for target in set(re.findall(r"`make ([a-z][a-z-]*)", readme)):
         assert target in targets, f"README names `make {target}`, the Makefile has no such target"
+
+
+@pytest.mark.parametrize("value", ["2", "-0.1", "half"])
+def test_search_rejects_a_bad_screen_fraction(value, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["search", "--screen-fraction", value])
+    assert exit_info.value.code == 2
+    assert "--screen-fraction" in capsys.readouterr().err
+
+
+def test_search_screen_fraction_zero_scores_every_candidate():
+    from service.cli import build_parser
+
+    assert build_parser().parse_args(["search", "--screen-fraction", "0"]).screen_fraction is None

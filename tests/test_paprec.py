@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -121,6 +123,51 @@ def test_acceptance_never_lowers_the_surrogate(lm, examples):
     search.personal_round(batch, task, personal, 0, user_best)
     assert (user_best >= before).all()
     assert np.allclose(user_best, search._user_means(batch, task, personal, len(examples.users)))
+
+
+def test_screened_acceptance_is_exact_and_scores_few_candidates_fully(lm, examples):
+    config = replace(CONFIG, screen_fraction=0.5, screen_min_examples=8, screen_promote=1)
+    search = PaprecSearch(lm, config, progress=False)
+    batch = search.prepare(examples, examples.subset(held_out=False))
+    current = search.ids(["the"] * 3)
+    personal = np.full((len(examples.users), 2), search.vocab["the"])
+    best = search.task_surrogate(batch, lambda j: current + personal[batch.owner[j]].tolist())
+    words = [w for w in ("movie", "user", "drama", "comedy", "horror") if w in search.vocab]
+    trials = [[search.vocab[w], *current[1:]] for w in words]
+
+    full_passes = []
+    original = search.task_surrogate
+    search.task_surrogate = lambda b, t: full_passes.append(len(b.base)) or original(b, t)
+    new_best, chosen = search.accept_best(batch, current, trials, personal, best)
+    search.task_surrogate = original
+
+    assert len(full_passes) <= config.screen_promote and set(full_passes) <= {len(batch.base)}
+    if chosen is None:
+        assert new_best == best
+    else:
+        trial = trials[chosen]
+        exact = search.task_surrogate(batch, lambda j: trial + personal[batch.owner[j]].tolist())
+        assert new_best == exact > best
+    # Scoring every candidate fully can only find the same or better.
+    every = PaprecSearch(lm, replace(config, screen_fraction=None), progress=False)
+    assert every.accept_best(batch, current, trials, personal, best)[0] >= new_best
+
+
+def test_stacked_screening_pass_equals_one_pass_per_candidate(lm, examples):
+    config = replace(CONFIG, screen_fraction=0.5, screen_min_examples=8)
+    search = PaprecSearch(lm, config, progress=False)
+    batch = search.prepare(examples, examples.subset(held_out=False))
+    screen = search._screen(batch)
+    assert screen is not None and len(screen.base) == round(0.5 * len(batch.base))
+    assert search._screen(batch) is screen  # seeded once per batch, then reused
+    personal = np.full((len(examples.users), 2), search.vocab["the"])
+    tasks = [search.ids(["the"] * 3), search.ids(["movie", "the", "user"])]
+    stacked = search._screen_scores(screen, tasks, personal)
+    for task, value in zip(tasks, stacked, strict=True):
+        alone = search.task_surrogate(
+            screen, lambda j, t=task: t + personal[screen.owner[j]].tolist()
+        )
+        assert value == pytest.approx(alone, abs=1e-9)
 
 
 def test_personal_tokens_change_only_their_users_ranking(lm, splits):

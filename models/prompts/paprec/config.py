@@ -26,6 +26,15 @@ class PaprecConfig:
     """Of those, the most recent ones kept out of the search to decide keep/discard."""
     task_users: int = 400
     """Users whose selection examples drive the task-level search (a seeded sample)."""
+    screen_fraction: float | None = 0.125
+    """Task rounds race their candidates: all of them, and the current prompt, are first scored
+    together on this seeded share of the selection examples, and only those that beat the current
+    prompt there are scored on every example (acceptance stays exact: strictly better on all of
+    them). None scores every candidate on every example, as the original PAP-REC loop does."""
+    screen_min_examples: int = 64
+    """Screening needs at least this many examples; smaller selection sets are not screened."""
+    screen_promote: int = 1
+    """At most this many screened candidates per round, best first, are scored on all examples."""
     max_cycles: int = 3
     """A cycle is one round per trigger position; stop early when a cycle accepts nothing."""
     max_seconds: float | None = None

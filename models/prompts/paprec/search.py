@@ -4,14 +4,16 @@ Layout `[history part] T1..Tm P1..Pd`. A round picks one trigger position, takes
 the targets' log-likelihood w.r.t. that position's input embedding (averaged over all examples
 for a task token, over each user's own examples for a personal token), proposes the top-k words
 of `grad . E^T` (HotFlip/AutoPrompt) and accepts a candidate only if it strictly improves the
-surrogate metric computed by exact one-step ranking of all items.
+surrogate metric computed by exact one-step ranking of all items. Task rounds screen their
+candidates on a seeded share of the examples first (`PaprecConfig.screen_fraction`); acceptance
+itself is always measured on every example.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -35,6 +37,16 @@ class _Batch:
     targets: np.ndarray
     exclude: list[list[int]]
     owner: np.ndarray
+    screen: _Batch | None = field(default=None, repr=False)
+    """The seeded share of these examples that task candidates race on (built on first use)."""
+
+    def rows(self, index: Sequence[int]) -> _Batch:
+        return _Batch(
+            base=[self.base[j] for j in index],
+            targets=self.targets[list(index)],
+            exclude=[self.exclude[j] for j in index],
+            owner=self.owner[list(index)],
+        )
 
 
 def _triggers(batch: _Batch, task: list[int], personal: np.ndarray) -> Callable[[int], list[int]]:
@@ -158,15 +170,66 @@ class PaprecSearch:
         grad = self.trigger_gradients(batch, _triggers(batch, task, personal), position).mean(
             0, keepdim=True
         )
-        accepted = False
-        for word in self.top_candidates(grad, [task[position]])[0].tolist():
-            trial = [*task[:position], word, *task[position + 1 :]]
-            score = self.task_surrogate(batch, _triggers(batch, trial, personal))
+        trials = [
+            [*task[:position], word, *task[position + 1 :]]
+            for word in self.top_candidates(grad, [task[position]])[0].tolist()
+        ]
+        best, chosen = self.accept_best(batch, task, trials, personal, best)
+        if chosen is not None:
+            task[:] = trials[chosen]
+        return best, chosen is not None
+
+    def accept_best(
+        self,
+        batch: _Batch,
+        current: list[int],
+        trials: Sequence[list[int]],
+        personal: np.ndarray,
+        best: float,
+    ) -> tuple[float, int | None]:
+        """The trial task tokens with the highest surrogate on all of `batch`, if strictly above
+        `best` (the surrogate of `current`); returns the new best and the trial's index or None.
+
+        With screening on, a trial is scored on all examples only if it beat `current` on the
+        screening share: most gradient candidates lose, and losing is visible on a fraction of
+        the examples, so most of the full passes are saved while acceptance stays exact.
+        """
+        finalists: Sequence[int] = range(len(trials))
+        screen = self._screen(batch)
+        if screen is not None:
+            scores = self._screen_scores(screen, [current, *trials], personal)
+            beat = [c for c in np.argsort(-scores[1:], kind="stable") if scores[1 + c] > scores[0]]
+            finalists = [int(c) for c in beat[: self.config.screen_promote]]
+        chosen = None
+        for c in finalists:
+            score = self.task_surrogate(batch, _triggers(batch, trials[c], personal))
             if score > best:
-                best, accepted, chosen = score, True, trial
-        if accepted:
-            task[:] = chosen
-        return best, accepted
+                best, chosen = score, c
+        return best, chosen
+
+    def _screen(self, batch: _Batch) -> _Batch | None:
+        cfg = self.config
+        if cfg.screen_fraction is None:
+            return None
+        size = max(cfg.screen_min_examples, round(cfg.screen_fraction * len(batch.base)))
+        if size >= len(batch.base):
+            return None
+        if batch.screen is None:
+            rng = np.random.default_rng(cfg.seed)
+            batch.screen = batch.rows(np.sort(rng.choice(len(batch.base), size, replace=False)))
+        return batch.screen
+
+    def _screen_scores(
+        self, screen: _Batch, tasks: Sequence[list[int]], personal: np.ndarray
+    ) -> np.ndarray:
+        """Mean surrogate of each task-token list on the screening examples, in one stacked pass
+        (larger batches run faster per example than one pass per candidate)."""
+        n = len(screen.base)
+        stacked = screen.rows(np.tile(np.arange(n), len(tasks)))
+        scores = self.example_scores(
+            stacked, lambda j: tasks[j // n] + personal[stacked.owner[j]].tolist()
+        )[0]
+        return scores.reshape(len(tasks), n).mean(axis=1)
 
     def personal_round(
         self, batch: _Batch, task: list[int], personal: np.ndarray, slot: int, best: np.ndarray
