@@ -61,17 +61,25 @@ def quality_rows(methods, splits, best_manual):
     return rows
 
 
-def personal_speed(lm, splits, catalog, profiles, task_tokens, config, n_users=256) -> dict:
+def personal_speed(
+    lm, splits, catalog, profiles, task_tokens, config, n_users=256, passes=3
+) -> dict:
+    """Incremental personal search of the cold users, timed `passes` times (the median counts:
+    this machine's speed drifts by up to 2x within minutes)."""
     users = splits.user_indices("cold")[:n_users]
     examples = training_examples(splits, users, profiles, catalog, config)
-    search = PaprecSearch(lm, config, progress=False)
-    start = time.perf_counter()
-    outcomes = search.search_personal(examples, task_tokens)
-    seconds = time.perf_counter() - start
+    seconds = []
+    for _ in range(passes):
+        search = PaprecSearch(lm, config, progress=False)
+        start = time.perf_counter()
+        outcomes = search.search_personal(examples, task_tokens)
+        seconds.append(time.perf_counter() - start)
+    median = float(np.median(seconds))
     return {
-        "personal_users_per_min": round(60 * len(users) / seconds, 1),
+        "personal_users_per_min": round(60 * len(users) / median, 1),
         "personal_users_timed": len(users),
-        "personal_seconds": round(seconds, 2),
+        "personal_seconds": round(median, 2),
+        "personal_seconds_per_pass": [round(x, 2) for x in seconds],
         "kept": int(sum(o.kept for o in outcomes.values())),
     }
 
@@ -96,7 +104,7 @@ def acceptance_speed(lm, splits, catalog, profiles, config) -> dict:
     exact = PaprecSearch(lm, every, progress=False)
     exact_batch = exact.prepare(examples, range(len(examples)))
     personal = np.zeros((len(users), 0), dtype=np.int64)
-    results = {}
+    runs = {}
     for name, cls, cfg in (
         ("ours", PaprecSearch, config),
         ("ours_every_candidate", PaprecSearch, every),
@@ -105,34 +113,44 @@ def acceptance_speed(lm, splits, catalog, profiles, config) -> dict:
         search = cls(lm, cfg, progress=False)
         batch = search.prepare(examples, range(len(examples)))
         task = search.ids([cfg.init_token] * cfg.task_tokens)
-        best = search.task_surrogate(batch, lambda j, t=task: t)
-        evaluated, spent = 0, 0.0
-        original = search.accept_best
-
-        def timed(batch, current, trials, personal, best, original=original):
-            nonlocal evaluated, spent
-            t0 = time.perf_counter()
-            out = original(batch, current, trials, personal, best)
-            spent += time.perf_counter() - t0
-            evaluated += len(trials)
-            return out
-
-        search.accept_best = timed
-        accepted = 0
-        for position in range(cfg.task_tokens):
-            best, took = search.task_round(batch, task, personal, position, best)
-            accepted += took
-        final = exact.task_surrogate(exact_batch, lambda j, t=task: t)
+        run = {"search": search, "batch": batch, "task": task, "seconds": 0.0, "candidates": 0}
+        run["best"] = search.task_surrogate(batch, lambda j, t=task: t)
+        run["accepted"] = 0
+        search.accept_best = _timed(search.accept_best, run)
+        runs[name] = run
+    # Interleaved, one round of each rule in turn, so drift in machine speed hits all three.
+    for position in range(config.task_tokens):
+        for run in runs.values():
+            run["best"], took = run["search"].task_round(
+                run["batch"], run["task"], personal, position, run["best"]
+            )
+            run["accepted"] += took
+    results = {}
+    for name, run in runs.items():
+        final = exact.task_surrogate(exact_batch, lambda j, t=run["task"]: t)
         results[name] = {
-            "seconds_per_flip": round(spent / evaluated, 4),
-            "candidates": evaluated,
-            "accepted": accepted,
+            "seconds_per_flip": round(run["seconds"] / run["candidates"], 4),
+            "candidates": run["candidates"],
+            "accepted": run["accepted"],
             "examples": len(examples),
-            "tokens": search.tokens(task),
+            "tokens": run["search"].tokens(run["task"]),
             "selection_NDCG@10+HR@10": round(final, 5),
         }
         print(name, results[name], flush=True)
     return results
+
+
+def _timed(accept_best, run: dict):
+    """accept_best, adding its time and candidate count to `run`."""
+
+    def timed(batch, current, trials, personal, best):
+        t0 = time.perf_counter()
+        out = accept_best(batch, current, trials, personal, best)
+        run["seconds"] += time.perf_counter() - t0
+        run["candidates"] += len(trials)
+        return out
+
+    return timed
 
 
 def speedup(flips: dict, ours: str) -> float:

@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     sens.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     sens.add_argument("--data", type=Path, default=DEFAULT_DATA)
     sens.add_argument("--template", default="seq-1")
+    sens.add_argument(
+        "--shuffles", type=int, default=5, help="permutations of the words averaged per user"
+    )
     sens.set_defaults(run=_sensitivity)
 
     serve = commands.add_parser("serve", help="run the REST gateway (uvicorn)")
@@ -284,7 +287,7 @@ def _sensitivity(args: argparse.Namespace) -> int:
 
     data, splits = _load(args.data)
     lm, catalog, profiles = load_context(args.model, data, splits)
-    result = sensitivity(lm, splits, catalog, profiles, args.template)
+    result = sensitivity(lm, splits, catalog, profiles, args.template, shuffles=args.shuffles)
     print(json.dumps(result, indent=1))
     return 0
 
