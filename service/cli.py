@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, help="passes (default: the preset's)")
     train.add_argument("--cut-fraction", type=float, help="share of history cuts per epoch")
     train.add_argument("--max-minutes", type=float, help="stop after this long, keep the best")
+    train.add_argument(
+        "--teacher-weight",
+        type=float,
+        help="share of each sequential target given to the item-transition teacher "
+        "(default: the preset's)",
+    )
     train.add_argument("--batch-size", type=int, default=128)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", help="cpu, cuda, cuda:1 (default: CUDA when present)")
@@ -210,12 +216,19 @@ def _load(data_dir: Path):
 
 
 def _train(args: argparse.Namespace) -> int:
-    from models.rlm.corpus import CorpusConfig
+    from dataclasses import replace
+
     from models.rlm.train import TrainConfig, preset_defaults, train_rlm
 
     data, splits = _load(args.data)
     defaults = preset_defaults(args.preset)
-    corpus = CorpusConfig(cut_fraction=args.cut_fraction or defaults.corpus.cut_fraction)
+    corpus = replace(
+        defaults.corpus,
+        cut_fraction=args.cut_fraction or defaults.corpus.cut_fraction,
+        teacher_weight=(
+            defaults.corpus.teacher_weight if args.teacher_weight is None else args.teacher_weight
+        ),
+    )
     config = TrainConfig(
         preset=args.preset,
         epochs=args.epochs or defaults.epochs,

@@ -1,4 +1,7 @@
+from dataclasses import replace
+
 import numpy as np
+import pytest
 
 from models.data.splits import SplitConfig, make_splits
 from models.rlm.corpus import CorpusConfig, TrainingCorpus
@@ -53,3 +56,35 @@ def test_no_training_sample_reveals_a_validation_or_test_target(data_without_rep
             assert not shown & {token_of[i] for i in held_out}
             assert not set(sample.targets) & held_out
     assert users_seen == set(np.flatnonzero(~splits.cold))
+
+
+def test_the_teacher_targets_are_fitted_on_training_sequences_only(data_without_repeats):
+    """With the item-transition teacher on, a training sample's soft target may name any item,
+    so leakage is tested the strict way: other validation and test items change no sample."""
+    data = data_without_repeats
+    splits = make_splits(data)
+    catalog = ItemCatalog.build(data.items, splits)
+    profiles = user_profiles(data.users, splits)
+    config = CorpusConfig(direct_fraction=0.0, teacher_weight=0.5, teacher_items=20)
+    moved = replace(
+        splits,
+        valid=[(i + 1) % splits.n_items for i in splits.valid],
+        test=[(i + 2) % splits.n_items for i in splits.test],
+    )
+    samples = [
+        TrainingCorpus(s, catalog, profiles, max_history=10, config=config).epoch(
+            np.random.default_rng(0)
+        )
+        for s in (splits, moved)
+    ]
+    assert samples[0] == samples[1]
+    with_teacher = [s for s in samples[0] if s.user is not None]
+    assert any(len(s.targets) > config.next_items for s in with_teacher)
+    for s in with_teacher:
+        assert len(set(s.targets)) == len(s.targets) and sum(s.weights) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("weight", [-0.1, 1.5])
+def test_a_teacher_weight_outside_zero_one_is_refused(weight):
+    with pytest.raises(ValueError, match="teacher weight"):
+        CorpusConfig(teacher_weight=weight)

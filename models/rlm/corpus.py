@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models.baselines.markov import MarkovScorer
 from models.data.splits import Splits
 from models.templates import PromptFields, content_tokens, render_tokens, templates_for
 from models.user_context import TASTE_WORDS, ItemCatalog
@@ -35,6 +36,18 @@ class CorpusConfig:
     """Item content documents (title and genre words -> item token) per item per epoch."""
     cut_fraction: float = 1.0
     """Share of all history cut points used per epoch (a fresh random subset each epoch)."""
+    teacher_weight: float = 0.0
+    """Share of a sequential sample's soft target given to an item-transition teacher (the
+    Markov baseline fitted on the same training sequences): dense supervision over the items
+    that usually follow the shown history, where the observed next items name only a few."""
+    teacher_items: int = 50
+    """The teacher's most likely items that share its weight (renormalised)."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.teacher_weight <= 1:
+            raise ValueError(f"teacher weight must be in [0, 1], not {self.teacher_weight}")
+        if self.teacher_items < 1:
+            raise ValueError(f"teacher items must be at least 1, not {self.teacher_items}")
 
 
 @dataclass
@@ -67,6 +80,13 @@ class TrainingCorpus:
         self.tastes = self._taste_per_cut()
         decay = config.target_decay ** np.arange(config.next_items)
         self.decay = decay / decay.sum()
+        self.teacher = (
+            MarkovScorer().fit(
+                [splits.train[u] for u in np.flatnonzero(~splits.cold)], splits.n_items
+            )
+            if config.teacher_weight > 0
+            else None
+        )
 
     def _taste_per_cut(self) -> dict[tuple[int, int], list[str]]:
         # Taste summarises the whole prefix, beyond the history window the prompt shows.
@@ -102,9 +122,26 @@ class TrainingCorpus:
             return self._direct_sample(u, fields, seq[t], rng)
         nxt = seq[t : t + self.config.next_items]
         weights = self.decay[: len(nxt)] / self.decay[: len(nxt)].sum()
+        targets, weights = self._with_teacher(shown, nxt, weights)
         template = self.seq_templates[rng.integers(len(self.seq_templates))]
         tokens = render_tokens(template, fields, self.max_history)
-        return Sample(tokens, nxt, weights.tolist(), user=u)
+        return Sample(tokens, targets, weights, user=u)
+
+    def _with_teacher(
+        self, shown: list[int], nxt: list[int], weights: np.ndarray
+    ) -> tuple[list[int], list[float]]:
+        if self.teacher is None:
+            return list(nxt), weights.tolist()
+        alpha = self.config.teacher_weight
+        scores = self.teacher.score([shown])[0]
+        k = min(self.config.teacher_items, len(scores))
+        top = np.argpartition(-scores, k - 1)[:k]
+        target = dict.fromkeys(top.tolist(), 0.0)
+        for item, p in zip(top.tolist(), alpha * scores[top] / scores[top].sum(), strict=True):
+            target[item] += float(p)
+        for item, w in zip(nxt, (1 - alpha) * weights, strict=True):
+            target[item] = target.get(item, 0.0) + float(w)
+        return list(target), list(target.values())
 
     def _direct_sample(
         self, u: int, fields: PromptFields, target: int, rng: np.random.Generator
