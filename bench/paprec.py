@@ -6,7 +6,8 @@
 Runs (or resumes) `promptrec search` into --prompts, scores manual templates, "auto" (task
 tokens) and "auto+personal" on test for warm/cold/all users with paired-bootstrap CIs against
 the best manual template (chosen on validation), times incremental personal search, and times
-our exact acceptance against PAP-REC's beam-search acceptance on the same candidates.
+our acceptance (screened, and scoring every candidate fully) against PAP-REC's beam-search
+acceptance, side by side in one run.
 """
 
 from __future__ import annotations
