@@ -222,13 +222,8 @@ def _train(args: argparse.Namespace) -> int:
 
     data, splits = _load(args.data)
     defaults = preset_defaults(args.preset)
-    corpus = replace(
-        defaults.corpus,
-        cut_fraction=args.cut_fraction or defaults.corpus.cut_fraction,
-        teacher_weight=(
-            defaults.corpus.teacher_weight if args.teacher_weight is None else args.teacher_weight
-        ),
-    )
+    given = {"cut_fraction": args.cut_fraction, "teacher_weight": args.teacher_weight}
+    corpus = replace(defaults.corpus, **{k: v for k, v in given.items() if v is not None})
     config = TrainConfig(
         preset=args.preset,
         epochs=args.epochs or defaults.epochs,

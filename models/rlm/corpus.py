@@ -136,9 +136,8 @@ class TrainingCorpus:
         scores = self.teacher.score([shown])[0]
         k = min(self.config.teacher_items, len(scores))
         top = np.argpartition(-scores, k - 1)[:k]
-        target = dict.fromkeys(top.tolist(), 0.0)
-        for item, p in zip(top.tolist(), alpha * scores[top] / scores[top].sum(), strict=True):
-            target[item] += float(p)
+        share = alpha * scores[top] / scores[top].sum()
+        target = dict(zip(top.tolist(), share.tolist(), strict=True))
         for item, w in zip(nxt, (1 - alpha) * weights, strict=True):
             target[item] = target.get(item, 0.0) + float(w)
         return list(target), list(target.values())

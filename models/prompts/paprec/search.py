@@ -222,8 +222,8 @@ class PaprecSearch:
     def _screen_scores(
         self, screen: _Batch, tasks: Sequence[list[int]], personal: np.ndarray
     ) -> np.ndarray:
-        """Mean surrogate of each task-token list on the screening examples, in one stacked pass
-        (larger batches run faster per example than one pass per candidate)."""
+        """Mean surrogate of each task-token list on the screening examples: the screening rows
+        repeated once per list and scored in one call, instead of one small call per candidate."""
         n = len(screen.base)
         stacked = screen.rows(np.tile(np.arange(n), len(tasks)))
         scores = self.example_scores(
