@@ -116,7 +116,10 @@ class MicroBatcher(Generic[Req, Res]):
             if remaining <= 0:
                 break
             try:
-                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can lose the cancel
+                # that `stop` sends, and `stop` would then wait forever.
+                async with asyncio.timeout(remaining):
+                    batch.append(await self._queue.get())
             except TimeoutError:
                 break
         QUEUE_DEPTH.set(self._queue.qsize())

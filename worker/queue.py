@@ -86,7 +86,10 @@ class StreamQueue:
         claim_idle_s: float = 60.0,
     ) -> None:
         self.client = aioredis.Redis.from_url(
-            url, decode_responses=True, socket_timeout=max(5.0, block_ms / 1000 + 5)
+            url,
+            decode_responses=True,
+            socket_timeout=max(5.0, block_ms / 1000 + 5),
+            socket_connect_timeout=5.0,
         )
         self.stream = f"{prefix}search:stream"
         self.dead = f"{prefix}search:dead"
@@ -246,7 +249,8 @@ class LocalQueue:
                 out.append(self._message(search, deliveries + 1))
         if not out and self._queue.empty():
             try:
-                first = await asyncio.wait_for(self._queue.get(), self.block_ms / 1000)
+                async with asyncio.timeout(self.block_ms / 1000):
+                    first = await self._queue.get()
             except TimeoutError:
                 return []
             out.append(self._message(first, 1))

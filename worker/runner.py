@@ -66,6 +66,15 @@ class BatchReport:
     skipped: int = 0  # duplicates and messages of finished jobs
 
 
+async def set_within(event: asyncio.Event, seconds: float) -> bool:
+    """Wait up to `seconds` for `event`; True when it is set. asyncio.timeout rather than
+    asyncio.wait_for, which on Python 3.11 can lose a cancel that arrives as the wait ends."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    return event.is_set()
+
+
 def _isolating(compute: Callable[[list], dict], users: list) -> tuple[dict, dict[str, str]]:
     """`compute(users)`; when it raises, each half again, down to the user that fails: one
     poison user must not fail the others. Returns (results, errors by user id)."""
@@ -110,8 +119,7 @@ class Worker:
         self._stop.set()
 
     async def _pause(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), seconds)
+        await set_within(self._stop, seconds)
 
     async def run(self) -> None:
         log.info("worker started", extra={"queue": self.queue.name, "model": self.fingerprint})
@@ -188,7 +196,8 @@ class Worker:
     # ---- one batch -------------------------------------------------------------------------
     async def process(self, deliveries: list[Delivery]) -> BatchReport:
         started = time.perf_counter()
-        heartbeat = asyncio.create_task(self._heartbeat(deliveries))
+        batch_over = asyncio.Event()
+        heartbeat = asyncio.create_task(self._heartbeat(deliveries, batch_over))
         try:
             while True:
                 try:
@@ -206,7 +215,11 @@ class Worker:
                     )
                     await self._pause(delay)
         finally:
-            heartbeat.cancel()
+            # Stopped by an event and awaited, never cancelled: on Python 3.11 a cancel that lands
+            # while redis-py sends a command is lost (its asyncio.wait_for drops it), and a
+            # heartbeat left running keeps a failed message fresh, so no worker reclaims it.
+            batch_over.set()
+            await heartbeat
         WORKER_BATCH_SECONDS.observe(time.perf_counter() - started)
         log.info(
             "batch done",
@@ -220,9 +233,8 @@ class Worker:
         )
         return report
 
-    async def _heartbeat(self, deliveries: list[Delivery]) -> None:
-        while True:
-            await asyncio.sleep(self.settings.worker_heartbeat_s)
+    async def _heartbeat(self, deliveries: list[Delivery], batch_over: asyncio.Event) -> None:
+        while not await set_within(batch_over, self.settings.worker_heartbeat_s):
             try:
                 await self.queue.heartbeat(deliveries)
             except (*STORE_ERRORS, redis.exceptions.RedisError) as error:

@@ -8,8 +8,8 @@ from gateway_testing import service_settings
 
 from models.prompts.paprec.state import UserOutcome
 from service.inference import Catalog
-from worker.queue import Delivery, SearchTask
-from worker.runner import Worker
+from worker.queue import GROUP, Delivery, SearchTask
+from worker.runner import BatchReport, Worker
 from worker.searcher import DriftCheck
 from worker.store import UserData, WorkItem
 
@@ -119,3 +119,40 @@ def test_the_scheduler_retries_a_failed_new_user_only_after_new_events(tmp_path)
         return [[s.user_id for s in found] for found in (first, second, third)]
 
     assert asyncio.run(run()) == [["u"], [], ["u"]]
+
+
+def test_the_heartbeat_stops_when_the_batch_ends(lm, tmp_path, redis_prefix):
+    """With heartbeats back to back, the batch usually ends while redis-py is sending one; on
+    Python 3.11 a cancel landing there is lost. The heartbeat must stop anyway, or a message the
+    batch left unacknowledged (a failed user) stays fresh and no worker ever reclaims it."""
+    import asyncio
+
+    from gateway_testing import REDIS_URL
+
+    from worker.queue import StreamQueue
+
+    async def run() -> list[int]:
+        queue = StreamQueue(REDIS_URL, redis_prefix, "heartbeat-test", claim_idle_s=1)
+        await queue.enqueue([SearchTask("job", "u", "sequential")])
+        worker = _worker(lm, tmp_path, StandInSearcher({}))
+        worker.settings = worker.settings.model_copy(update={"worker_heartbeat_s": 1e-4})
+        worker.queue = queue
+
+        async def slow_batch(deliveries):
+            await asyncio.sleep(0.3)
+            return BatchReport(failed=len(deliveries))  # nothing acknowledged
+
+        worker._process = slow_batch
+        deliveries = await queue.receive(1)
+        idle = []
+        for _ in range(5):
+            await worker.process(deliveries)
+            await asyncio.sleep(0.3)
+            pending = await queue.client.xpending_range(queue.stream, GROUP, "-", "+", 1)
+            idle.append(pending[0]["time_since_delivered"])
+        await queue.client.delete(queue.stream)
+        await queue.close()
+        return idle
+
+    # idle since the batch ended: at least the 300 ms slept since, had no heartbeat run on
+    assert all(ms >= 250 for ms in asyncio.run(run()))
