@@ -135,22 +135,35 @@ def test_screened_acceptance_is_exact_and_scores_few_candidates_fully(lm, exampl
     words = [w for w in ("movie", "user", "drama", "comedy", "horror") if w in search.vocab]
     trials = [[search.vocab[w], *current[1:]] for w in words]
 
-    full_passes = []
-    original = search.task_surrogate
-    search.task_surrogate = lambda b, t: full_passes.append(len(b.base)) or original(b, t)
+    passes = []
+    original = search.example_scores
+    search.example_scores = lambda b, t: passes.append(len(b.base)) or original(b, t)
     new_best, chosen = search.accept_best(batch, current, trials, personal, best)
-    search.task_surrogate = original
-
-    assert len(full_passes) <= config.screen_promote and set(full_passes) <= {len(batch.base)}
+    screened = len(search._screen(batch).rows.base)
+    # One stacked pass over the screening rows (current + trials), then at most
+    # `screen_promote` passes over the other rows.
+    assert passes[0] == (1 + len(trials)) * screened
+    assert len(passes) - 1 <= config.screen_promote
+    assert set(passes[1:]) <= {len(batch.base) - screened}
     if chosen is None:
         assert new_best == best
     else:
         trial = trials[chosen]
         exact = search.task_surrogate(batch, lambda j: trial + personal[batch.owner[j]].tolist())
-        assert new_best == exact > best
+        assert new_best == pytest.approx(exact, abs=1e-12) and exact > best
     # Scoring every candidate fully can only find the same or better.
     every = PaprecSearch(lm, replace(config, screen_fraction=None), progress=False)
     assert every.accept_best(batch, current, trials, personal, best)[0] >= new_best
+    # The current prompt's screening scores are kept while it stays current.
+    now = trials[chosen] if chosen is not None else current
+    passes.clear()
+    search.accept_best(batch, now, trials, personal, new_best)
+    assert passes[0] == len(trials) * screened
+    passes.clear()
+    personal[:, 0] = search.vocab["movie"]  # new personal tokens: the current prompt changed
+    search.accept_best(batch, now, trials, personal, new_best)
+    assert passes[0] == (1 + len(trials)) * screened
+    search.example_scores = original
 
 
 def test_stacked_screening_pass_equals_one_pass_per_candidate(lm, examples):
@@ -158,15 +171,16 @@ def test_stacked_screening_pass_equals_one_pass_per_candidate(lm, examples):
     search = PaprecSearch(lm, config, progress=False)
     batch = search.prepare(examples, examples.subset(held_out=False))
     screen = search._screen(batch)
-    assert screen is not None and len(screen.base) == round(0.5 * len(batch.base))
+    assert screen is not None and len(screen.rows.base) == round(0.5 * len(batch.base))
     assert search._screen(batch) is screen  # seeded once per batch, then reused
     personal = np.full((len(examples.users), 2), search.vocab["the"])
     tasks = [search.ids(["the"] * 3), search.ids(["movie", "the", "user"])]
-    stacked = search._screen_scores(screen, tasks, personal)
+    trials, current = search._screen_scores(screen, tasks[0], tasks[1:], personal)
+    assert len(screen.rows.base) + len(screen.rest.base) == len(batch.base)
+    stacked = [current.mean(), *trials.mean(axis=1)]
+    rows = screen.rows
     for task, value in zip(tasks, stacked, strict=True):
-        alone = search.task_surrogate(
-            screen, lambda j, t=task: t + personal[screen.owner[j]].tolist()
-        )
+        alone = search.task_surrogate(rows, lambda j, t=task: t + personal[rows.owner[j]].tolist())
         assert value == pytest.approx(alone, abs=1e-9)
 
 

@@ -37,7 +37,7 @@ class _Batch:
     targets: np.ndarray
     exclude: list[list[int]]
     owner: np.ndarray
-    screen: _Batch | None = field(default=None, repr=False)
+    screen: _Screen | None = field(default=None, repr=False)
     """The seeded share of these examples that task candidates race on (built on first use)."""
 
     def rows(self, index: Sequence[int]) -> _Batch:
@@ -47,6 +47,23 @@ class _Batch:
             exclude=[self.exclude[j] for j in index],
             owner=self.owner[list(index)],
         )
+
+
+@dataclass
+class _Screen:
+    """A batch split in two: the screening rows and the rest. A finalist's full surrogate adds
+    its screening scores (already computed) to a pass over the rest only."""
+
+    rows: _Batch
+    rest: _Batch
+    size: int  # examples in the whole batch
+    incumbent: tuple[bytes, np.ndarray] | None = None
+    """(key of the current task + personal tokens, their per-example screening scores): the
+    current prompt is scored on the screen once, not every round."""
+
+
+def _prompt_key(task: Sequence[int], personal: np.ndarray) -> bytes:
+    return np.asarray(task, dtype=np.int64).tobytes() + b"|" + personal.tobytes()
 
 
 def _triggers(batch: _Batch, task: list[int], personal: np.ndarray) -> Callable[[int], list[int]]:
@@ -191,23 +208,32 @@ class PaprecSearch:
         `best` (the surrogate of `current`); returns the new best and the trial's index or None.
 
         With screening on, a trial is scored on all examples only if it beat `current` on the
-        screening share: most gradient candidates lose, and losing is visible on a fraction of
-        the examples, so most of the full passes are saved while acceptance stays exact.
+        screening share (its screening scores plus one pass over the other examples): most
+        gradient candidates lose, and losing is visible on a fraction of the examples, so most
+        of the full passes are saved while acceptance stays exact.
         """
-        finalists: Sequence[int] = range(len(trials))
         screen = self._screen(batch)
-        if screen is not None:
-            scores = self._screen_scores(screen, [current, *trials], personal)
-            beat = [c for c in np.argsort(-scores[1:], kind="stable") if scores[1 + c] > scores[0]]
-            finalists = [int(c) for c in beat[: self.config.screen_promote]]
+        if screen is None:
+            chosen = None
+            for c, trial in enumerate(trials):
+                score = self.task_surrogate(batch, _triggers(batch, trial, personal))
+                if score > best:
+                    best, chosen = score, c
+            return best, chosen
+        rows, incumbent = self._screen_scores(screen, current, trials, personal)
+        means = rows.mean(axis=1)
+        finalists = [c for c in np.argsort(-means, kind="stable") if means[c] > incumbent.mean()]
         chosen = None
-        for c in finalists:
-            score = self.task_surrogate(batch, _triggers(batch, trials[c], personal))
+        for c in finalists[: self.config.screen_promote]:
+            rest = self.example_scores(screen.rest, _triggers(screen.rest, trials[c], personal))[0]
+            score = float((rows[c].sum() + rest.sum()) / screen.size)
             if score > best:
-                best, chosen = score, c
+                best, chosen = score, int(c)
+        if chosen is not None:
+            screen.incumbent = (_prompt_key(trials[chosen], personal), rows[chosen])
         return best, chosen
 
-    def _screen(self, batch: _Batch) -> _Batch | None:
+    def _screen(self, batch: _Batch) -> _Screen | None:
         cfg = self.config
         if cfg.screen_fraction is None:
             return None
@@ -216,20 +242,37 @@ class PaprecSearch:
             return None
         if batch.screen is None:
             rng = np.random.default_rng(cfg.seed)
-            batch.screen = batch.rows(np.sort(rng.choice(len(batch.base), size, replace=False)))
+            chosen = np.zeros(len(batch.base), dtype=bool)
+            chosen[rng.choice(len(batch.base), size, replace=False)] = True
+            batch.screen = _Screen(
+                batch.rows(np.flatnonzero(chosen)),
+                batch.rows(np.flatnonzero(~chosen)),
+                len(batch.base),
+            )
         return batch.screen
 
     def _screen_scores(
-        self, screen: _Batch, tasks: Sequence[list[int]], personal: np.ndarray
-    ) -> np.ndarray:
-        """Mean surrogate of each task-token list on the screening examples: the screening rows
-        repeated once per list and scored in one call, instead of one small call per candidate."""
-        n = len(screen.base)
-        stacked = screen.rows(np.tile(np.arange(n), len(tasks)))
+        self,
+        screen: _Screen,
+        current: list[int],
+        trials: Sequence[list[int]],
+        personal: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per-example surrogates on the screening rows: [trial, example] for the trials, and
+        the current prompt's (cached while it stays current). The rows are repeated once per
+        prompt and scored in one call, instead of one small call per prompt."""
+        key = _prompt_key(current, personal)
+        cached = screen.incumbent is not None and screen.incumbent[0] == key
+        tasks = list(trials) if cached else [current, *trials]
+        n = len(screen.rows.base)
+        stacked = screen.rows.rows(np.tile(np.arange(n), len(tasks)))
         scores = self.example_scores(
             stacked, lambda j: tasks[j // n] + personal[stacked.owner[j]].tolist()
-        )[0]
-        return scores.reshape(len(tasks), n).mean(axis=1)
+        )[0].reshape(len(tasks), n)
+        if not cached:
+            screen.incumbent = (key, scores[0])
+            scores = scores[1:]
+        return scores, screen.incumbent[1]
 
     def personal_round(
         self, batch: _Batch, task: list[int], personal: np.ndarray, slot: int, best: np.ndarray
