@@ -194,9 +194,11 @@ def workers(env: dict[str, str], directory: Path) -> Iterator[Callable[[str], Wo
         yield start
     finally:
         for process in started:
+            # Shown by pytest when the test fails; a worker that died on its own says so.
+            ended = process.process.poll()
             process.close()
-            # Shown by pytest when the test fails.
-            print(f"---- worker {process.log.stem} ----\n{process.output()[-6000:]}")
+            status = "" if ended is None else f" (exited by itself, code {ended})"
+            print(f"---- worker {process.log.stem}{status} ----\n{process.output()[-6000:]}")
 
 
 def worker_env(database_url: str, redis_url: str, model_dir: Path, **settings) -> dict[str, str]:
@@ -221,6 +223,7 @@ def worker_env(database_url: str, redis_url: str, model_dir: Path, **settings) -
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTREC_")}
     env.update({f"PROMPTREC_{k.upper()}": str(v) for k, v in values.items()})
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    env["PYTHONFAULTHANDLER"] = "1"  # a process that dies in C code still leaves a traceback
     return env
 
 
