@@ -39,6 +39,16 @@ def _screen_fraction(text: str) -> float | None:
     return value or None
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is below 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="promptrec", description=__doc__)
     commands = parser.add_subparsers(title="commands")
@@ -120,7 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     sens.add_argument("--data", type=Path, default=DEFAULT_DATA)
     sens.add_argument("--template", default="seq-1")
     sens.add_argument(
-        "--shuffles", type=int, default=5, help="permutations of the words averaged per user"
+        "--shuffles",
+        type=_positive_int,
+        default=5,
+        help="permutations of the words averaged per user",
     )
     sens.set_defaults(run=_sensitivity)
 

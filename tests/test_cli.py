@@ -119,3 +119,11 @@ def test_search_screen_fraction_zero_scores_every_candidate():
     from service.cli import build_parser
 
     assert build_parser().parse_args(["search", "--screen-fraction", "0"]).screen_fraction is None
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "many"])
+def test_sensitivity_rejects_a_bad_shuffle_count(value, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sensitivity", "--shuffles", value])
+    assert exit_info.value.code == 2
+    assert "--shuffles" in capsys.readouterr().err

@@ -27,10 +27,11 @@ class PaprecConfig:
     task_users: int = 400
     """Users whose selection examples drive the task-level search (a seeded sample)."""
     screen_fraction: float | None = 0.125
-    """Task rounds race their candidates: all of them, and the current prompt, are first scored
-    together on this seeded share of the selection examples, and only those that beat the current
-    prompt there are scored on every example (acceptance stays exact: strictly better on all of
-    them). None scores every candidate on every example, as the original PAP-REC loop does."""
+    """Task rounds race their candidates: all of them are first scored together on this seeded
+    share of the selection examples, and only the best `screen_promote` that beat the current
+    prompt there are also scored on the other examples (acceptance stays exact: strictly better
+    on all of them). None scores every candidate on every example, as the original PAP-REC loop
+    does."""
     screen_min_examples: int = 64
     """Screening needs at least this many examples; smaller selection sets are not screened."""
     screen_promote: int = 1

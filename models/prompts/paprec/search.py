@@ -221,8 +221,8 @@ class PaprecSearch:
                     best, chosen = score, c
             return best, chosen
         rows, incumbent = self._screen_scores(screen, current, trials, personal)
-        means = rows.mean(axis=1)
-        finalists = [c for c in np.argsort(-means, kind="stable") if means[c] > incumbent.mean()]
+        means, to_beat = rows.mean(axis=1), incumbent.mean()
+        finalists = [c for c in np.argsort(-means, kind="stable") if means[c] > to_beat]
         chosen = None
         for c in finalists[: self.config.screen_promote]:
             rest = self.example_scores(screen.rest, _triggers(screen.rest, trials[c], personal))[0]
