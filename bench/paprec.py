@@ -88,8 +88,9 @@ def personal_speed(
 def acceptance_speed(lm, splits, catalog, profiles, config) -> dict:
     """Three acceptance rules, one run, one cycle of task rounds each from the same start, on the
     reference's examples (every warm user's validation item): ours (screened), ours scoring every
-    candidate on every example, and PAP-REC's beam search. Only acceptance is timed (gradients
-    and candidates are the same code in all three)."""
+    candidate on every example, and PAP-REC's beam search; plus ours in 512-prompt model calls
+    (the default before calls were sized per device). Only acceptance is timed (gradients and
+    candidates are the same code in all of them)."""
     users = splits.user_indices("warm")
     examples = SearchExamples(
         users=[splits.users[u] for u in users],
@@ -108,6 +109,7 @@ def acceptance_speed(lm, splits, catalog, profiles, config) -> dict:
     runs = {}
     for name, cls, cfg in (
         ("ours", PaprecSearch, config),
+        ("ours_512_rows_per_call", PaprecSearch, replace(config, batch_size=512)),
         ("ours_every_candidate", PaprecSearch, every),
         ("reference", BeamSearchAcceptance, every),
     ):
@@ -179,7 +181,8 @@ def main() -> None:
         flips = acceptance_speed(lm, splits, catalog, profiles, config)
         print(
             f"speedup {speedup(flips, 'ours')}x, every candidate "
-            f"{speedup(flips, 'ours_every_candidate')}x"
+            f"{speedup(flips, 'ours_every_candidate')}x, "
+            f"512 rows per call {speedup(flips, 'ours_512_rows_per_call')}x"
         )
         return
     started = time.perf_counter()
@@ -213,6 +216,7 @@ def main() -> None:
             "reference_seconds_per_flip": flips["reference"]["seconds_per_flip"],
             "speedup": speedup(flips, "ours"),
             "speedup_every_candidate": speedup(flips, "ours_every_candidate"),
+            "speedup_512_rows_per_call": speedup(flips, "ours_512_rows_per_call"),
             "acceptance_runs": flips,
             "full_search_seconds": round(search_seconds, 1),
         }

@@ -10,7 +10,7 @@ import torch
 from models.data.splits import Splits
 from models.metrics import per_user_metrics, target_ranks
 from models.prompts.rendering import UserPrompt, render_prompt
-from models.ranking import encode_token_lists, rank_items
+from models.ranking import encode_token_lists, rank_items, rows_per_call
 from models.rlm.model import RecLM
 from models.templates import TEMPLATES, PromptFields
 from models.user_context import ItemCatalog
@@ -46,11 +46,12 @@ def rlm_scores(
     fields: Sequence[PromptFields],
     template: str,
     prompts: Sequence[UserPrompt] | None = None,
-    batch_size: int = 256,
+    batch_size: int | None = None,
 ) -> np.ndarray:
     """Item scores per user; `prompts[j]` appends user j's trigger tokens (PAP-REC layout)."""
     tpl = TEMPLATES[template]
     prompts = prompts or [UserPrompt()] * len(fields)
+    batch_size = batch_size or rows_per_call(lm.device)
     out = []
     for start in range(0, len(fields), batch_size):
         rows = range(start, min(start + batch_size, len(fields)))

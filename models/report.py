@@ -24,7 +24,7 @@ from models.evaluation import (
 from models.metrics import bootstrap_ci, paired_bootstrap_ci, summarize
 from models.prompts.paprec.state import PromptSet
 from models.prompts.rendering import UserPrompt
-from models.ranking import encode_token_lists, rank_items
+from models.ranking import encode_token_lists, rank_items, rows_per_call
 from models.rlm.model import RecLM
 from models.templates import TEMPLATES, render_tokens, templates_for
 from models.user_context import ItemCatalog, user_profiles
@@ -180,10 +180,11 @@ def ranking_speed(
     catalog: ItemCatalog,
     profiles: list[list[str]],
     template: str,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     single_repeats: int = 200,
 ) -> dict:
     """Users ranked per second (prompt encoding included) in batches, and one user's latency."""
+    batch_size = batch_size or rows_per_call(lm.device)
     users = np.arange(len(splits.users))
     fields = user_fields(splits, catalog, profiles, users, "test")
     tpl = TEMPLATES[template]

@@ -13,7 +13,7 @@ from models.prompts.paprec.search import PaprecSearch
 from models.prompts.paprec.state import PaprecState, PromptSet
 from models.prompts.rendering import render_prompt
 from models.prompts.selection import build_examples
-from models.ranking import encode_token_lists, item_logits, rank_items
+from models.ranking import encode_token_lists, item_logits, rank_items, rows_per_call
 from models.rlm.corpus import CorpusConfig
 from models.rlm.model import RecLM
 from models.rlm.train import TrainConfig, train_rlm
@@ -182,6 +182,28 @@ def test_stacked_screening_pass_equals_one_pass_per_candidate(lm, examples):
     for task, value in zip(tasks, stacked, strict=True):
         alone = search.task_surrogate(rows, lambda j, t=task: t + personal[rows.owner[j]].tolist())
         assert value == pytest.approx(alone, abs=1e-9)
+
+
+def test_scores_and_gradients_do_not_depend_on_rows_per_model_call(lm, examples):
+    # Chunks pad to their own widest prompt: padding must not leak into any score.
+    searches = [
+        PaprecSearch(lm, replace(CONFIG, batch_size=size), progress=False) for size in (5, None)
+    ]
+    assert searches[1].rows_per_call == rows_per_call(lm.device) == 64  # tests run on CPU
+    batches = [s.prepare(examples, examples.subset(held_out=False)) for s in searches]
+    assert len(batches[0].base) > 5
+    task = searches[0].ids(["the", "movie", "user"])
+    surrogate, logp = zip(
+        *(s.example_scores(b, lambda j: task) for s, b in zip(searches, batches, strict=True)),
+        strict=True,
+    )
+    assert np.allclose(logp[0], logp[1], atol=1e-5)
+    # Ranks agree; a float tie between the target and another item may flip one of them.
+    assert (surrogate[0] != surrogate[1]).sum() <= 1
+    grads = [
+        s.trigger_gradients(b, lambda j: task, 1) for s, b in zip(searches, batches, strict=True)
+    ]
+    assert torch.allclose(grads[0], grads[1], atol=1e-5)
 
 
 def test_personal_tokens_change_only_their_users_ranking(lm, splits):

@@ -39,5 +39,7 @@ class PaprecConfig:
     max_cycles: int = 3
     """A cycle is one round per trigger position; stop early when a cycle accepts nothing."""
     max_seconds: float | None = None
-    batch_size: int = 512
+    batch_size: int | None = None
+    """Examples per model call; None: `models.ranking.rows_per_call` for the model's device
+    (small chunks on CPU, where they stay in cache; large on a GPU)."""
     seed: int = 0

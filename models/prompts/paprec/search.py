@@ -23,7 +23,7 @@ from models.metrics import per_user_metrics
 from models.prompts.paprec.config import PaprecConfig
 from models.prompts.paprec.state import PaprecState, UserOutcome
 from models.prompts.selection import SearchExamples
-from models.ranking import item_logits, item_scorer, pad_rows, row_col_indices
+from models.ranking import item_logits, item_scorer, pad_rows, row_col_indices, rows_per_call
 from models.rlm.model import RecLM
 from models.templates import TEMPLATES, render_tokens
 from models.text import is_word
@@ -77,6 +77,7 @@ class PaprecSearch:
     def __init__(self, lm: RecLM, config: PaprecConfig | None = None, progress: bool = True):
         config = config or PaprecConfig()
         self.lm, self.config, self.progress = lm, config, progress
+        self.rows_per_call = config.batch_size or rows_per_call(lm.device)
         self.template = TEMPLATES[config.template]
         self.vocab = lm.vocab
         self.inverse = {i: t for t, i in self.vocab.items()}
@@ -134,8 +135,8 @@ class PaprecSearch:
     def example_scores(self, batch: _Batch, triggers) -> tuple[np.ndarray, np.ndarray]:
         """Per example: surrogate (sum of the configured metrics) and target log-probability."""
         surrogate, logp = [], []
-        for lo in range(0, len(batch.base), self.config.batch_size):
-            rows = range(lo, min(lo + self.config.batch_size, len(batch.base)))
+        for lo in range(0, len(batch.base), self.rows_per_call):
+            rows = range(lo, min(lo + self.rows_per_call, len(batch.base)))
             logits = self._logits(batch, rows, *self._encode(batch, rows, triggers))
             targets = torch.as_tensor(batch.targets[lo : rows.stop], device=logits.device)
             target_logit = logits.gather(1, targets[:, None])
@@ -153,8 +154,8 @@ class PaprecSearch:
         """d log p(target) / d (input embedding at trigger `position`), one row per example."""
         embedding = self.lm.model.get_input_embeddings()
         grads = []
-        for lo in range(0, len(batch.base), self.config.batch_size):
-            rows = range(lo, min(lo + self.config.batch_size, len(batch.base)))
+        for lo in range(0, len(batch.base), self.rows_per_call):
+            rows = range(lo, min(lo + self.rows_per_call, len(batch.base)))
             ids, mask = self._encode(batch, rows, triggers)
             embeds = embedding(ids).detach().requires_grad_(True)
             logits = self._logits(batch, rows, ids, mask, embeds)
