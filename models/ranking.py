@@ -46,11 +46,11 @@ def pad_rows(
 def rows_per_call(device: torch.device) -> int:
     """Prompts per model call when a caller has many to score.
 
-    On CPU the small model is bound by memory traffic, not arithmetic: its element-wise steps
-    (gated GELU, RMS norm, attention masks) stream whole [rows x tokens x d_ff] activations.
-    Chunks of 64 prompts keep a layer's activations in cache; on this project's 2-core
-    machines 64 scored 1.5x faster than 512 and gradients 1.6x (bench/results/paprec.json).
-    A GPU wants large batches instead."""
+    On CPU, 64: a call's largest activation (64 prompts x ~50 tokens x d_ff floats, under
+    20 MB for every preset) then stays below the malloc mmap threshold, so with
+    `models.allocator.retain_freed_memory` its memory is reused call after call instead of
+    being mapped and page-faulted anew (512-prompt calls fault on every call:
+    `bench/allocator.py`). A GPU wants large batches instead."""
     return 64 if device.type == "cpu" else 1024
 
 

@@ -19,6 +19,7 @@ from transformers import (
 from transformers.activations import ACT2FN, NewGELUActivation
 from transformers.utils import logging as hf_logging
 
+from models.allocator import retain_freed_memory
 from models.text import ITEM_TOKEN_PREFIX
 
 # The library's per-shard progress bars say nothing useful for a model of a few MB.
@@ -108,6 +109,7 @@ class RecLM:
     """((model id, device), the inference scorer `models.ranking.item_scorer` built for them)"""
 
     def __post_init__(self) -> None:
+        retain_freed_memory()  # once per process: every model call reuses freed pages
         self.vocab = vocab = self.tokenizer.get_vocab()
         ids = [vocab[f"{ITEM_TOKEN_PREFIX}{k}"] for k in range(len(self.item_ids))]
         self._item_token_ids = torch.tensor(ids, dtype=torch.long)
