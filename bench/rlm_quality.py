@@ -30,13 +30,22 @@ def main() -> None:
         action="store_true",
         help="re-measure only the ranking speed into an existing --out (e.g. on an idle machine)",
     )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="users per batched call for the speed measurement (default: per device, "
+        "models.ranking.rows_per_call)",
+    )
     args = parser.parse_args()
     data = InteractionData.load(args.data)
     if args.speed_only:
         splits = make_splits(data)
         report = json.loads(args.out.read_text())
         lm, catalog, profiles = load_context(args.model, data, splits)
-        report["ranking"] = ranking_speed(lm, splits, catalog, profiles, report["best_template"])
+        report["ranking"] = ranking_speed(
+            lm, splits, catalog, profiles, report["best_template"], args.batch_size
+        )
         print(json.dumps(report["ranking"], indent=1))
         args.out.write_text(json.dumps(report, indent=1) + "\n")
         return
