@@ -22,13 +22,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 CONFIGS = [("default", 512), ("default", 64), *(("retained", n) for n in (512, 256, 128, 64))]
 
 
 def child(model: Path, data_dir: Path, malloc: str, rows: int, passes: int) -> dict:
-    import torch
-
     import models.rlm.model as rlm_model
     from models.data.dataset import InteractionData
     from models.data.splits import make_splits
@@ -132,8 +131,6 @@ def main() -> None:
             + "".join(f"{c:>12.3f}" for c in cells[3:5])
             + f"{cells[5]:>12.0f}{row['gradient_speedup_vs_default_512']:>12.2f}"
         )
-    import torch
-
     report = {
         "rows": rows_out,
         "rounds": args.rounds,

@@ -107,23 +107,21 @@ def test_every_command_the_readme_names_exists():
         assert target in targets, f"README names `make {target}`, the Makefile has no such target"
 
 
-@pytest.mark.parametrize("value", ["2", "-0.1", "half"])
-def test_search_rejects_a_bad_screen_fraction(value, capsys):
+@pytest.mark.parametrize(
+    ("command", "option", "value"),
+    [
+        *(("search", "--screen-fraction", v) for v in ("2", "-0.1", "half")),
+        *(("sensitivity", "--shuffles", v) for v in ("0", "-3", "many")),
+    ],
+)
+def test_a_bad_option_value_exits_2_naming_the_option(command, option, value, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["search", "--screen-fraction", value])
+        main([command, option, value])
     assert exit_info.value.code == 2
-    assert "--screen-fraction" in capsys.readouterr().err
+    assert option in capsys.readouterr().err
 
 
 def test_search_screen_fraction_zero_scores_every_candidate():
     from service.cli import build_parser
 
     assert build_parser().parse_args(["search", "--screen-fraction", "0"]).screen_fraction is None
-
-
-@pytest.mark.parametrize("value", ["0", "-3", "many"])
-def test_sensitivity_rejects_a_bad_shuffle_count(value, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["sensitivity", "--shuffles", value])
-    assert exit_info.value.code == 2
-    assert "--shuffles" in capsys.readouterr().err
