@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _screen_fraction(text: str) -> float | None:
+def _share_or_none(text: str) -> float | None:
     try:
         value = float(text)
     except ValueError:
@@ -114,10 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--candidates", type=int, default=5, help="top-k words per position")
     search.add_argument(
         "--screen-fraction",
-        type=_screen_fraction,
+        type=_share_or_none,
         default=PaprecConfig.screen_fraction,
         help="task candidates are first scored on this share of the selection examples; "
         f"0 scores every candidate on every example (default {PaprecConfig.screen_fraction})",
+    )
+    search.add_argument(
+        "--recheck-fraction",
+        type=_share_or_none,
+        default=PaprecConfig.recheck_fraction,
+        help="a screened finalist must still lead on this share of the examples before it is "
+        "scored on the rest; 0 goes straight to the rest "
+        f"(default {PaprecConfig.recheck_fraction})",
     )
     search.add_argument("--max-cycles", type=int, default=3)
     search.add_argument("--max-seconds", type=float, help="task-level search budget")
@@ -283,6 +291,7 @@ def _search(args: argparse.Namespace) -> int:
         max_cycles=args.max_cycles,
         max_seconds=args.max_seconds,
         screen_fraction=args.screen_fraction,
+        recheck_fraction=args.recheck_fraction,
         seed=args.seed,
     )
     prompt_set = run_search(

@@ -110,7 +110,11 @@ def test_every_command_the_readme_names_exists():
 @pytest.mark.parametrize(
     ("command", "option", "value"),
     [
-        *(("search", "--screen-fraction", v) for v in ("2", "-0.1", "half")),
+        *(
+            ("search", option, v)
+            for option in ("--screen-fraction", "--recheck-fraction")
+            for v in ("2", "-0.1", "half")
+        ),
         *(("sensitivity", "--shuffles", v) for v in ("0", "-3", "many")),
     ],
 )
@@ -121,7 +125,9 @@ def test_a_bad_option_value_exits_2_naming_the_option(command, option, value, ca
     assert option in capsys.readouterr().err
 
 
-def test_search_screen_fraction_zero_scores_every_candidate():
+def test_search_fraction_zero_turns_screening_or_recheck_off():
     from service.cli import build_parser
 
-    assert build_parser().parse_args(["search", "--screen-fraction", "0"]).screen_fraction is None
+    parser = build_parser()
+    assert parser.parse_args(["search", "--screen-fraction", "0"]).screen_fraction is None
+    assert parser.parse_args(["search", "--recheck-fraction", "0"]).recheck_fraction is None

@@ -125,21 +125,33 @@ def test_acceptance_never_lowers_the_surrogate(lm, examples):
     assert np.allclose(user_best, search._user_means(batch, task, personal, len(examples.users)))
 
 
+def _counting_passes(search: PaprecSearch) -> list[int]:
+    """Rows of every scoring pass `search` makes from now on, in order."""
+    passes: list[int] = []
+    original = search.example_scores
+    search.example_scores = lambda b, t: passes.append(len(b.base)) or original(b, t)
+    return passes
+
+
+def _with(personal: np.ndarray, owner: np.ndarray, task: list[int]):
+    return lambda j: task + personal[owner[j]].tolist()
+
+
 def test_screened_acceptance_is_exact_and_scores_few_candidates_fully(lm, examples):
-    config = replace(CONFIG, screen_fraction=0.5, screen_min_examples=8, screen_promote=1)
+    config = replace(
+        CONFIG, screen_fraction=0.5, screen_min_examples=8, screen_promote=1, recheck_fraction=None
+    )
     search = PaprecSearch(lm, config, progress=False)
     batch = search.prepare(examples, examples.subset(held_out=False))
     current = search.ids(["the"] * 3)
     personal = np.full((len(examples.users), 2), search.vocab["the"])
-    best = search.task_surrogate(batch, lambda j: current + personal[batch.owner[j]].tolist())
+    best = search.task_surrogate(batch, _with(personal, batch.owner, current))
     words = [w for w in ("movie", "user", "drama", "comedy", "horror") if w in search.vocab]
     trials = [[search.vocab[w], *current[1:]] for w in words]
 
-    passes = []
-    original = search.example_scores
-    search.example_scores = lambda b, t: passes.append(len(b.base)) or original(b, t)
+    passes = _counting_passes(search)
     new_best, chosen = search.accept_best(batch, current, trials, personal, best)
-    screened = len(search._screen(batch).rows.base)
+    screened = len(search._screen(batch).stages[0].base)
     # One stacked pass over the screening rows (current + trials), then at most
     # `screen_promote` passes over the other rows.
     assert passes[0] == (1 + len(trials)) * screened
@@ -148,8 +160,7 @@ def test_screened_acceptance_is_exact_and_scores_few_candidates_fully(lm, exampl
     if chosen is None:
         assert new_best == best
     else:
-        trial = trials[chosen]
-        exact = search.task_surrogate(batch, lambda j: trial + personal[batch.owner[j]].tolist())
+        exact = search.task_surrogate(batch, _with(personal, batch.owner, trials[chosen]))
         assert new_best == pytest.approx(exact, abs=1e-12) and exact > best
     # Scoring every candidate fully can only find the same or better.
     every = PaprecSearch(lm, replace(config, screen_fraction=None), progress=False)
@@ -163,7 +174,74 @@ def test_screened_acceptance_is_exact_and_scores_few_candidates_fully(lm, exampl
     personal[:, 0] = search.vocab["movie"]  # new personal tokens: the current prompt changed
     search.accept_best(batch, now, trials, personal, new_best)
     assert passes[0] == (1 + len(trials)) * screened
-    search.example_scores = original
+
+
+def test_raced_acceptance_matches_the_rule_and_stops_losers_at_the_recheck(lm, examples):
+    config = replace(
+        CONFIG, screen_fraction=0.25, screen_min_examples=8, screen_promote=8, recheck_fraction=0.5
+    )
+    search = PaprecSearch(lm, config, progress=False)
+    batch = search.prepare(examples, examples.subset(held_out=False))
+    n = len(batch.base)
+    screen = search._screen(batch)
+    sizes = [len(stage.base) for stage in screen.stages]
+    assert sizes == [round(0.25 * n), round(0.5 * n) - round(0.25 * n), n - round(0.5 * n)]
+    assert sorted(np.concatenate(screen.index).tolist()) == list(range(n))
+
+    current = search.ids(["the"] * 3)
+    personal = np.full((len(examples.users), 2), search.vocab["the"])
+    grad = search.trigger_gradients(batch, _with(personal, batch.owner, current), 0).mean(0)
+    words = search.top_candidates(grad[None], [current[0]])[0].tolist()
+    words += search.ids([w for w in ("movie", "user", "drama", "comedy") if w in search.vocab])
+    trials = [[w, *current[1:]] for w in words]
+    best = search.task_surrogate(batch, _with(personal, batch.owner, current))
+
+    # The rule, computed independently: per-stage sums of every prompt, one plain pass each.
+    def sums(task):
+        return np.array(
+            [
+                search.example_scores(stage, _with(personal, stage.owner, task))[0].sum()
+                for stage in screen.stages
+            ]
+        )
+
+    base, each = sums(current), [sums(t) for t in trials]
+    screened = [c for c in np.argsort([-e[0] for e in each], kind="stable") if each[c][0] > base[0]]
+    rechecked = [c for c in screened if each[c][:2].sum() > base[:2].sum()]
+    expected, expected_best = None, best
+    for c in rechecked:
+        if each[c].sum() / n > expected_best:
+            expected, expected_best = int(c), each[c].sum() / n
+    # Both outcomes of the recheck occur here, so the test shows each path.
+    assert 0 < len(rechecked) < len(screened)
+
+    passes = _counting_passes(search)
+    new_best, chosen = search.accept_best(batch, current, trials, personal, best)
+    assert chosen == expected and new_best == pytest.approx(expected_best, abs=1e-12)
+    # Stacked screen; each finalist's recheck (the current prompt's recheck scored once, on
+    # first need); the long pass only for those still ahead after the recheck.
+    assert passes[0] == (1 + len(trials)) * sizes[0]
+    assert passes[1:].count(sizes[2]) == len(rechecked)
+    assert passes[1:].count(sizes[1]) == len(screened) + 1
+
+
+def test_a_remembered_full_pass_spares_the_race_any_pass_of_the_current_prompt(lm, examples):
+    config = replace(CONFIG, screen_fraction=0.25, screen_min_examples=8, recheck_fraction=0.5)
+    search = PaprecSearch(lm, config, progress=False)
+    batch = search.prepare(examples, examples.subset(held_out=False))
+    current = search.ids(["the"] * 3)
+    personal = np.full((len(examples.users), 2), search.vocab["the"])
+    best = search._measure(batch, current, personal)
+    screen = search._screen(batch)
+    for stage, kept in zip(screen.stages, screen.incumbent, strict=True):
+        alone = search.example_scores(stage, _with(personal, stage.owner, current))[0]
+        assert np.allclose(kept, alone, atol=1e-9)
+    words = search.ids([w for w in ("movie", "user", "drama", "comedy") if w in search.vocab])
+    trials = [[w, *current[1:]] for w in words]
+    passes = _counting_passes(search)
+    search.accept_best(batch, current, trials, personal, best)
+    assert passes[0] == len(trials) * len(screen.stages[0].base)  # no row of the current prompt
+    assert len(passes) - 1 <= 2 * config.screen_promote  # a finalist's recheck and rest only
 
 
 def test_stacked_screening_pass_equals_one_pass_per_candidate(lm, examples):
@@ -171,16 +249,17 @@ def test_stacked_screening_pass_equals_one_pass_per_candidate(lm, examples):
     search = PaprecSearch(lm, config, progress=False)
     batch = search.prepare(examples, examples.subset(held_out=False))
     screen = search._screen(batch)
-    assert screen is not None and len(screen.rows.base) == round(0.5 * len(batch.base))
+    assert screen is not None and len(screen.stages[0].base) == round(0.5 * len(batch.base))
     assert search._screen(batch) is screen  # seeded once per batch, then reused
     personal = np.full((len(examples.users), 2), search.vocab["the"])
     tasks = [search.ids(["the"] * 3), search.ids(["movie", "the", "user"])]
-    trials, current = search._screen_scores(screen, tasks[0], tasks[1:], personal)
-    assert len(screen.rows.base) + len(screen.rest.base) == len(batch.base)
-    stacked = [current.mean(), *trials.mean(axis=1)]
-    rows = screen.rows
+    screen.track(b"current")
+    trials = search._screen_scores(screen, tasks[0], tasks[1:], personal)
+    assert sum(len(stage.base) for stage in screen.stages) == len(batch.base)
+    stacked = [screen.incumbent[0].mean(), *trials.mean(axis=1)]
+    rows = screen.stages[0]
     for task, value in zip(tasks, stacked, strict=True):
-        alone = search.task_surrogate(rows, lambda j, t=task: t + personal[rows.owner[j]].tolist())
+        alone = search.task_surrogate(rows, _with(personal, rows.owner, task))
         assert value == pytest.approx(alone, abs=1e-9)
 
 

@@ -36,6 +36,11 @@ class PaprecConfig:
     """Screening needs at least this many examples; smaller selection sets are not screened."""
     screen_promote: int = 1
     """At most this many screened candidates per round, best first, are scored on all examples."""
+    recheck_fraction: float | None = 0.375
+    """A screened finalist is next scored up to this share of the examples (the screen
+    included) and goes on to the rest only if it still beats the current prompt on all the
+    examples scored so far: a screening lead that was luck costs a short pass, not the long one.
+    None (or a share no larger than the screen's) goes straight to the rest."""
     max_cycles: int = 3
     """A cycle is one round per trigger position; stop early when a cycle accepts nothing."""
     max_seconds: float | None = None

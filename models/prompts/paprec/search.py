@@ -51,15 +51,21 @@ class _Batch:
 
 @dataclass
 class _Screen:
-    """A batch split in two: the screening rows and the rest. A finalist's full surrogate adds
-    its screening scores (already computed) to a pass over the rest only."""
+    """A batch split into racing stages: the screening rows, then (optionally) the recheck rows,
+    then the rest. A finalist's surrogate adds up its per-stage scores, each stage scored once."""
 
-    rows: _Batch
-    rest: _Batch
+    index: list[np.ndarray]  # rows of the batch in each stage
+    stages: list[_Batch]
     size: int  # examples in the whole batch
-    incumbent: tuple[bytes, np.ndarray] | None = None
-    """(key of the current task + personal tokens, their per-example screening scores): the
-    current prompt is scored on the screen once, not every round."""
+    incumbent_key: bytes | None = None
+    incumbent: list[np.ndarray | None] = field(default_factory=list)
+    """The current prompt's per-example scores in each stage, filled in as stages need them and
+    kept while it stays current (keyed by `incumbent_key`), so it is not re-scored every round."""
+
+    def track(self, key: bytes) -> None:
+        """Make `key` the current prompt; its scores are forgotten unless it already was."""
+        if key != self.incumbent_key:
+            self.incumbent_key, self.incumbent = key, [None] * len(self.stages)
 
 
 def _prompt_key(task: Sequence[int], personal: np.ndarray) -> bytes:
@@ -208,10 +214,12 @@ class PaprecSearch:
         """The trial task tokens with the highest surrogate on all of `batch`, if strictly above
         `best` (the surrogate of `current`); returns the new best and the trial's index or None.
 
-        With screening on, a trial is scored on all examples only if it beat `current` on the
-        screening share (its screening scores plus one pass over the other examples): most
-        gradient candidates lose, and losing is visible on a fraction of the examples, so most
-        of the full passes are saved while acceptance stays exact.
+        With screening on, trials race: all are scored on the screening share, and only the
+        best `screen_promote` that beat `current` there go on, first to the recheck share (where
+        they must still beat `current` on every example scored so far), then to the rest. Most
+        gradient candidates lose, and losing shows on a fraction of the examples, so most long
+        passes are saved; acceptance stays exact (a trial's full surrogate, strictly above
+        `best`).
         """
         screen = self._screen(batch)
         if screen is None:
@@ -221,35 +229,83 @@ class PaprecSearch:
                 if score > best:
                     best, chosen = score, c
             return best, chosen
-        rows, incumbent = self._screen_scores(screen, current, trials, personal)
-        means, to_beat = rows.mean(axis=1), incumbent.mean()
-        finalists = [c for c in np.argsort(-means, kind="stable") if means[c] > to_beat]
-        chosen = None
+        screen.track(_prompt_key(current, personal))
+        first = self._screen_scores(screen, current, trials, personal)
+        sums, to_beat = first.sum(axis=1), screen.incumbent[0].sum()
+        finalists = [c for c in np.argsort(-sums, kind="stable") if sums[c] > to_beat]
+        chosen, chosen_scores = None, None
         for c in finalists[: self.config.screen_promote]:
-            rest = self.example_scores(screen.rest, _triggers(screen.rest, trials[c], personal))[0]
-            score = float((rows[c].sum() + rest.sum()) / screen.size)
+            scores = self._race(screen, current, trials[c], personal, first[c])
+            if scores is None:
+                continue
+            score = float(sum(part.sum() for part in scores) / screen.size)
             if score > best:
-                best, chosen = score, int(c)
+                best, chosen, chosen_scores = score, int(c), scores
         if chosen is not None:
-            screen.incumbent = (_prompt_key(trials[chosen], personal), rows[chosen])
+            screen.track(_prompt_key(trials[chosen], personal))
+            screen.incumbent = chosen_scores
         return best, chosen
+
+    def _race(
+        self,
+        screen: _Screen,
+        current: list[int],
+        trial: list[int],
+        personal: np.ndarray,
+        screened: np.ndarray,
+    ) -> list[np.ndarray] | None:
+        """A screened finalist's per-example scores in every stage, or None once it no longer
+        beats `current` on the examples scored so far (the last stage is judged by the caller,
+        against the exact full surrogate)."""
+        scores, total, to_beat = [screened], screened.sum(), screen.incumbent[0].sum()
+        for k, stage in enumerate(screen.stages[1:], start=1):
+            part = self.example_scores(stage, _triggers(stage, trial, personal))[0]
+            scores.append(part)
+            if k == len(screen.stages) - 1:
+                break
+            total += part.sum()
+            to_beat += self._incumbent_scores(screen, k, current, personal).sum()
+            if total <= to_beat:
+                return None
+        return scores
+
+    def _incumbent_scores(
+        self, screen: _Screen, k: int, current: list[int], personal: np.ndarray
+    ) -> np.ndarray:
+        if screen.incumbent[k] is None:
+            stage = screen.stages[k]
+            screen.incumbent[k] = self.example_scores(stage, _triggers(stage, current, personal))[0]
+        return screen.incumbent[k]
+
+    def remember_scores(
+        self, batch: _Batch, task: list[int], personal: np.ndarray, scores: np.ndarray
+    ) -> None:
+        """Per-example scores of the current prompt over all of `batch`, from a full pass the
+        caller made anyway: the race then never re-scores it."""
+        screen = self._screen(batch)
+        if screen is not None:
+            screen.track(_prompt_key(task, personal))
+            screen.incumbent = [scores[index] for index in screen.index]
 
     def _screen(self, batch: _Batch) -> _Screen | None:
         cfg = self.config
         if cfg.screen_fraction is None:
             return None
-        size = max(cfg.screen_min_examples, round(cfg.screen_fraction * len(batch.base)))
-        if size >= len(batch.base):
+        n = len(batch.base)
+        size = max(cfg.screen_min_examples, round(cfg.screen_fraction * n))
+        if size >= n:
             return None
         if batch.screen is None:
             rng = np.random.default_rng(cfg.seed)
-            chosen = np.zeros(len(batch.base), dtype=bool)
-            chosen[rng.choice(len(batch.base), size, replace=False)] = True
-            batch.screen = _Screen(
-                batch.rows(np.flatnonzero(chosen)),
-                batch.rows(np.flatnonzero(~chosen)),
-                len(batch.base),
-            )
+            rest = np.ones(n, dtype=bool)
+            index = [np.sort(rng.choice(n, size, replace=False))]
+            rest[index[0]] = False
+            recheck = round((cfg.recheck_fraction or 0) * n) - size
+            if 0 < recheck < rest.sum():
+                index.append(np.sort(rng.choice(np.flatnonzero(rest), recheck, replace=False)))
+                rest[index[1]] = False
+            index.append(np.flatnonzero(rest))
+            batch.screen = _Screen(index, [batch.rows(i) for i in index], n)
         return batch.screen
 
     def _screen_scores(
@@ -258,22 +314,23 @@ class PaprecSearch:
         current: list[int],
         trials: Sequence[list[int]],
         personal: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Per-example surrogates on the screening rows: [trial, example] for the trials, and
-        the current prompt's (cached while it stays current). The rows are repeated once per
-        prompt and scored in one call, instead of one small call per prompt."""
-        key = _prompt_key(current, personal)
-        cached = screen.incumbent is not None and screen.incumbent[0] == key
+    ) -> np.ndarray:
+        """Per-example surrogates on the screening rows, [trial, example], with the current
+        prompt's filled into `screen.incumbent` when they are not kept yet. The rows are
+        repeated once per prompt and scored in one call, instead of one small call per prompt.
+        `screen` must be tracking `current`."""
+        cached = screen.incumbent[0] is not None
         tasks = list(trials) if cached else [current, *trials]
-        n = len(screen.rows.base)
-        stacked = screen.rows.rows(np.tile(np.arange(n), len(tasks)))
+        rows = screen.stages[0]
+        n = len(rows.base)
+        stacked = rows.rows(np.tile(np.arange(n), len(tasks)))
         scores = self.example_scores(
             stacked, lambda j: tasks[j // n] + personal[stacked.owner[j]].tolist()
         )[0].reshape(len(tasks), n)
         if not cached:
-            screen.incumbent = (key, scores[0])
+            screen.incumbent[0] = scores[0]
             scores = scores[1:]
-        return scores, screen.incumbent[1]
+        return scores
 
     def personal_round(
         self, batch: _Batch, task: list[int], personal: np.ndarray, slot: int, best: np.ndarray
@@ -319,7 +376,7 @@ class PaprecSearch:
         batch = self.prepare(examples, examples.subset(held_out=False))
         task = self.ids(state.task_tokens)
         personal = np.full((len(examples.users), cfg.personal_tokens), self.vocab[cfg.init_token])
-        best = float(self.example_scores(batch, _triggers(batch, task, personal))[0].mean())
+        best = self._measure(batch, task, personal)
         user_best = self._user_means(batch, task, personal, len(examples.users))
         started, rounds_done = time.monotonic(), len(state.task_history)
         total = cfg.max_cycles * cfg.task_tokens
@@ -342,7 +399,7 @@ class PaprecSearch:
                 else 0
             )
             if moved:  # personal tokens changed: the task surrogate is measured anew
-                best = float(self.example_scores(batch, _triggers(batch, task, personal))[0].mean())
+                best = self._measure(batch, task, personal)
             state.task_tokens = self.tokens(task)
             state.task_history.append(
                 {
@@ -366,6 +423,12 @@ class PaprecSearch:
         bar.close()
         self._drop_useless_task_tokens(batch, state, len(examples.users))
         return state
+
+    def _measure(self, batch: _Batch, task: list[int], personal: np.ndarray) -> float:
+        """The current prompt's surrogate, its per-example scores kept for the race."""
+        scores = self.example_scores(batch, _triggers(batch, task, personal))[0]
+        self.remember_scores(batch, task, personal, scores)
+        return float(scores.mean())
 
     def _drop_useless_task_tokens(self, batch: _Batch, state: PaprecState, n_users: int) -> None:
         """Task tokens must earn their place: when the plain template scores at least as well
