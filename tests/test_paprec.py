@@ -285,6 +285,44 @@ def test_scores_and_gradients_do_not_depend_on_rows_per_model_call(lm, examples)
     assert torch.allclose(grads[0], grads[1], atol=1e-5)
 
 
+def test_settled_users_sit_out_later_personal_rounds_with_the_same_outcome(lm, examples):
+    config = replace(CONFIG, max_cycles=3)
+    d, task_tokens = config.personal_tokens, ["the", "movie", "the"]
+    # Reference: every user in every round, as the incremental search did before.
+    reference = PaprecSearch(lm, config, progress=False)
+    batch = reference.prepare(examples, examples.subset(held_out=False))
+    task, n_users = reference.ids(task_tokens), len(examples.users)
+    personal = np.full((n_users, d), reference.vocab["the"])
+    best = reference._user_means(batch, task, personal, n_users)
+    for _ in range(config.max_cycles):
+        if not sum(
+            reference.personal_round(batch, task, personal, s, best).any() for s in range(d)
+        ):
+            break
+
+    search = PaprecSearch(lm, config, progress=False)
+    rounds: list[tuple[set[int], np.ndarray]] = []  # (users in the round, who moved)
+    original = search.personal_round
+
+    def recorded(b, *args):
+        moved = original(b, *args)
+        rounds.append((set(b.owner.tolist()), moved.copy()))
+        return moved
+
+    search.personal_round = recorded
+    outcomes = search.search_personal(examples, task_tokens)
+    assert [o.tokens for o in outcomes.values()] == [reference.tokens(p) for p in personal]
+    assert [o.surrogate_after for o in outcomes.values()] == [round(float(b), 5) for b in best]
+    # A user who went a whole cycle (d rounds) without moving is in no later round.
+    sat_out = 0
+    for r in range(d, len(rounds)):
+        settled = {u for u in range(n_users) if not any(m[u] for _, m in rounds[r - d : r])}
+        settled &= set.union(*(users for users, _ in rounds[r - d : r]))
+        assert not settled & rounds[r][0]
+        sat_out += len(settled)
+    assert sat_out > 0  # the case occurs here, so the test shows it
+
+
 def test_personal_tokens_change_only_their_users_ranking(lm, splits):
     state = PaprecState(task_tokens=["the", "user", "movie"], personal={"u1": ["horror", "the"]})
     fields = [PromptFields(splits.train[u][-5:]) for u in range(3)]

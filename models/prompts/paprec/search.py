@@ -334,11 +334,11 @@ class PaprecSearch:
 
     def personal_round(
         self, batch: _Batch, task: list[int], personal: np.ndarray, slot: int, best: np.ndarray
-    ) -> int:
+    ) -> np.ndarray:
         """Every user tries their own c-th candidate at once; each keeps it only if it helps them.
 
         `personal` [users, d] and `best` [users] (per-user mean surrogate) are updated in place;
-        returns how many users accepted a new token.
+        returns which users accepted a new token. Users with no example in `batch` sit out.
         """
 
         n_users = len(best)
@@ -346,18 +346,19 @@ class PaprecSearch:
         per_user = torch.zeros((n_users, grad.shape[1]), device=grad.device)
         per_user.index_add_(0, torch.as_tensor(batch.owner, device=grad.device), grad)
         candidates = self.top_candidates(per_user, personal[:, slot].tolist()).cpu().numpy()
-        counts = np.bincount(batch.owner, minlength=n_users).clip(min=1)
+        counts = np.bincount(batch.owner, minlength=n_users)
+        present, divisor = counts > 0, counts.clip(min=1)
         accepted = np.zeros(n_users, dtype=bool)
         for c in range(candidates.shape[1]):
             trial = personal.copy()
             trial[:, slot] = candidates[:, c]
             scores = self.example_scores(batch, _triggers(batch, task, trial))[0]
-            user_scores = np.bincount(batch.owner, weights=scores, minlength=n_users) / counts
-            better = user_scores > best
+            user_scores = np.bincount(batch.owner, weights=scores, minlength=n_users) / divisor
+            better = present & (user_scores > best)
             personal[better, slot] = candidates[better, c]
             best[better] = user_scores[better]
             accepted |= better
-        return int(accepted.sum())
+        return accepted
 
     # ---- searches ---------------------------------------------------------------------------
     def search_task(
@@ -392,8 +393,10 @@ class PaprecSearch:
             position = r % cfg.task_tokens
             best, accepted = self.task_round(batch, task, personal, position, best)
             moved = (
-                self.personal_round(
-                    batch, task, personal, position % cfg.personal_tokens, user_best
+                int(
+                    self.personal_round(
+                        batch, task, personal, position % cfg.personal_tokens, user_best
+                    ).sum()
                 )
                 if cfg.personal_tokens
                 else 0
@@ -476,12 +479,19 @@ class PaprecSearch:
         none = np.zeros((n_users, 0), dtype=np.int64)
         before = self._user_means(search, task, none, n_users)
         best = self._user_means(search, task, personal, n_users)
+        # With the task tokens frozen, a user whose tokens stayed the same through a whole cycle
+        # would get the same candidates and the same scores again: their search is over, and
+        # their examples sit out the later rounds (the same outcome for fewer passes).
+        unchanged = np.zeros(n_users, dtype=np.int64)  # slot rounds since the user last moved
         for _ in range(max_cycles or cfg.max_cycles):
-            moved = sum(
-                self.personal_round(search, task, personal, slot, best)
-                for slot in range(cfg.personal_tokens)
-            )
-            if not moved:
+            for slot in range(cfg.personal_tokens):
+                rows = np.flatnonzero(unchanged[search.owner] < cfg.personal_tokens)
+                if not len(rows):
+                    break
+                batch = search if len(rows) == len(search.base) else search.rows(rows)
+                moved = self.personal_round(batch, task, personal, slot, best)
+                unchanged = np.where(moved, 0, unchanged + 1)
+            if (unchanged >= cfg.personal_tokens).all():
                 break
         check = held if len(held.base) else search
         logp_before = self._user_logp(check, task, none, n_users)
