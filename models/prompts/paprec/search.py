@@ -360,6 +360,32 @@ class PaprecSearch:
             accepted |= better
         return accepted
 
+    def _untried_personal_round(
+        self,
+        batch: _Batch,
+        task: list[int],
+        personal: np.ndarray,
+        slot: int,
+        best: np.ndarray,
+        tried: np.ndarray,
+    ) -> np.ndarray:
+        """`personal_round` for the users who have not tried `slot` at their current prompt.
+
+        Trying it again would propose the same candidates and score them the same (nothing of
+        theirs changed), so those users sit out: the same outcome for fewer passes.
+        `tried` [users, d] is kept up to date: set for the users tried here, cleared for every
+        slot of a user who moved (their prompt changed). Returns who moved.
+        """
+        rows = np.flatnonzero(~tried[batch.owner, slot])
+        if not len(rows):
+            return np.zeros(len(best), dtype=bool)
+        moved = self.personal_round(
+            batch if len(rows) == len(batch.base) else batch.rows(rows), task, personal, slot, best
+        )
+        tried[batch.owner[rows], slot] = True
+        tried[moved] = False
+        return moved
+
     # ---- searches ---------------------------------------------------------------------------
     def search_task(
         self,
@@ -388,19 +414,21 @@ class PaprecSearch:
             desc="task search",
             unit="round",
         )
+        tried = np.zeros((len(examples.users), cfg.personal_tokens), dtype=bool)
         quiet = 0
         for r in range(rounds_done, total):
             position = r % cfg.task_tokens
             best, accepted = self.task_round(batch, task, personal, position, best)
-            moved = (
-                int(
-                    self.personal_round(
-                        batch, task, personal, position % cfg.personal_tokens, user_best
+            if accepted:  # new task tokens: every user's prompt changed
+                tried[:] = False
+            moved = 0
+            if cfg.personal_tokens:
+                slot = position % cfg.personal_tokens
+                moved = int(
+                    self._untried_personal_round(
+                        batch, task, personal, slot, user_best, tried
                     ).sum()
                 )
-                if cfg.personal_tokens
-                else 0
-            )
             if moved:  # personal tokens changed: the task surrogate is measured anew
                 best = self._measure(batch, task, personal)
             state.task_tokens = self.tokens(task)
@@ -479,19 +507,13 @@ class PaprecSearch:
         none = np.zeros((n_users, 0), dtype=np.int64)
         before = self._user_means(search, task, none, n_users)
         best = self._user_means(search, task, personal, n_users)
-        # With the task tokens frozen, a user whose tokens stayed the same through a whole cycle
-        # would get the same candidates and the same scores again: their search is over, and
-        # their examples sit out the later rounds (the same outcome for fewer passes).
-        unchanged = np.zeros(n_users, dtype=np.int64)  # slot rounds since the user last moved
+        tried = np.zeros((n_users, cfg.personal_tokens), dtype=bool)
         for _ in range(max_cycles or cfg.max_cycles):
-            for slot in range(cfg.personal_tokens):
-                rows = np.flatnonzero(unchanged[search.owner] < cfg.personal_tokens)
-                if not len(rows):
-                    break
-                batch = search if len(rows) == len(search.base) else search.rows(rows)
-                moved = self.personal_round(batch, task, personal, slot, best)
-                unchanged = np.where(moved, 0, unchanged + 1)
-            if (unchanged >= cfg.personal_tokens).all():
+            moved = [
+                self._untried_personal_round(search, task, personal, slot, best, tried).any()
+                for slot in range(cfg.personal_tokens)
+            ]
+            if not any(moved):
                 break
         check = held if len(held.base) else search
         logp_before = self._user_logp(check, task, none, n_users)
