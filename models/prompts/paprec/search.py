@@ -277,7 +277,7 @@ class PaprecSearch:
             screen.incumbent[k] = self.example_scores(stage, _triggers(stage, current, personal))[0]
         return screen.incumbent[k]
 
-    def remember_scores(
+    def _remember_scores(
         self, batch: _Batch, task: list[int], personal: np.ndarray, scores: np.ndarray
     ) -> None:
         """Per-example scores of the current prompt over all of `batch`, from a full pass the
@@ -458,7 +458,7 @@ class PaprecSearch:
     def _measure(self, batch: _Batch, task: list[int], personal: np.ndarray) -> float:
         """The current prompt's surrogate, its per-example scores kept for the race."""
         scores = self.example_scores(batch, _triggers(batch, task, personal))[0]
-        self.remember_scores(batch, task, personal, scores)
+        self._remember_scores(batch, task, personal, scores)
         return float(scores.mean())
 
     def _drop_useless_task_tokens(self, batch: _Batch, state: PaprecState, n_users: int) -> None:
