@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from models.prompts.paprec.config import PaprecConfig
-from models.prompts.paprec.search import PaprecSearch
+from models.prompts.paprec.search import PaprecSearch, _triggers
 from models.prompts.paprec.state import PaprecState, PromptSet
 from models.prompts.rendering import render_prompt
 from models.prompts.selection import build_examples
@@ -133,10 +133,6 @@ def _counting_passes(search: PaprecSearch) -> list[int]:
     return passes
 
 
-def _with(personal: np.ndarray, owner: np.ndarray, task: list[int]):
-    return lambda j: task + personal[owner[j]].tolist()
-
-
 def test_screened_acceptance_is_exact_and_scores_few_candidates_fully(lm, examples):
     config = replace(
         CONFIG, screen_fraction=0.5, screen_min_examples=8, screen_promote=1, recheck_fraction=None
@@ -145,7 +141,7 @@ def test_screened_acceptance_is_exact_and_scores_few_candidates_fully(lm, exampl
     batch = search.prepare(examples, examples.subset(held_out=False))
     current = search.ids(["the"] * 3)
     personal = np.full((len(examples.users), 2), search.vocab["the"])
-    best = search.task_surrogate(batch, _with(personal, batch.owner, current))
+    best = search.task_surrogate(batch, _triggers(batch, current, personal))
     words = [w for w in ("movie", "user", "drama", "comedy", "horror") if w in search.vocab]
     trials = [[search.vocab[w], *current[1:]] for w in words]
 
@@ -160,7 +156,7 @@ def test_screened_acceptance_is_exact_and_scores_few_candidates_fully(lm, exampl
     if chosen is None:
         assert new_best == best
     else:
-        exact = search.task_surrogate(batch, _with(personal, batch.owner, trials[chosen]))
+        exact = search.task_surrogate(batch, _triggers(batch, trials[chosen], personal))
         assert new_best == pytest.approx(exact, abs=1e-12) and exact > best
     # Scoring every candidate fully can only find the same or better.
     every = PaprecSearch(lm, replace(config, screen_fraction=None), progress=False)
@@ -190,17 +186,17 @@ def test_raced_acceptance_matches_the_rule_and_stops_losers_at_the_recheck(lm, e
 
     current = search.ids(["the"] * 3)
     personal = np.full((len(examples.users), 2), search.vocab["the"])
-    grad = search.trigger_gradients(batch, _with(personal, batch.owner, current), 0).mean(0)
+    grad = search.trigger_gradients(batch, _triggers(batch, current, personal), 0).mean(0)
     words = search.top_candidates(grad[None], [current[0]])[0].tolist()
     words += search.ids([w for w in ("movie", "user", "drama", "comedy") if w in search.vocab])
     trials = [[w, *current[1:]] for w in words]
-    best = search.task_surrogate(batch, _with(personal, batch.owner, current))
+    best = search.task_surrogate(batch, _triggers(batch, current, personal))
 
     # The rule, computed independently: per-stage sums of every prompt, one plain pass each.
     def sums(task):
         return np.array(
             [
-                search.example_scores(stage, _with(personal, stage.owner, task))[0].sum()
+                search.example_scores(stage, _triggers(stage, task, personal))[0].sum()
                 for stage in screen.stages
             ]
         )
@@ -234,7 +230,7 @@ def test_a_remembered_full_pass_spares_the_race_any_pass_of_the_current_prompt(l
     best = search._measure(batch, current, personal)
     screen = search._screen(batch)
     for stage, kept in zip(screen.stages, screen.incumbent, strict=True):
-        alone = search.example_scores(stage, _with(personal, stage.owner, current))[0]
+        alone = search.example_scores(stage, _triggers(stage, current, personal))[0]
         assert np.allclose(kept, alone, atol=1e-9)
     words = search.ids([w for w in ("movie", "user", "drama", "comedy") if w in search.vocab])
     trials = [[w, *current[1:]] for w in words]
@@ -259,7 +255,7 @@ def test_stacked_screening_pass_equals_one_pass_per_candidate(lm, examples):
     stacked = [screen.incumbent[0].mean(), *trials.mean(axis=1)]
     rows = screen.stages[0]
     for task, value in zip(tasks, stacked, strict=True):
-        alone = search.task_surrogate(rows, _with(personal, rows.owner, task))
+        alone = search.task_surrogate(rows, _triggers(rows, task, personal))
         assert value == pytest.approx(alone, abs=1e-9)
 
 

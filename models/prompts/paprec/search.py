@@ -67,6 +67,10 @@ class _Screen:
         if key != self.incumbent_key:
             self.incumbent_key, self.incumbent = key, [None] * len(self.stages)
 
+    def adopt(self, key: bytes, scores: list[np.ndarray]) -> None:
+        """Make `key` the current prompt, with its scores in every stage already known."""
+        self.incumbent_key, self.incumbent = key, scores
+
 
 def _prompt_key(task: Sequence[int], personal: np.ndarray) -> bytes:
     return np.asarray(task, dtype=np.int64).tobytes() + b"|" + personal.tobytes()
@@ -151,6 +155,10 @@ class PaprecSearch:
             surrogate.append(sum(metrics[m] for m in self.config.metrics))
             logp.append((target_logit[:, 0] - torch.logsumexp(logits, dim=1)).cpu().numpy())
         return np.concatenate(surrogate), np.concatenate(logp)
+
+    def _surrogates(self, batch: _Batch, task: list[int], personal: np.ndarray) -> np.ndarray:
+        """Per-example surrogate of the task tokens followed by each owner's personal tokens."""
+        return self.example_scores(batch, _triggers(batch, task, personal))[0]
 
     def task_surrogate(self, batch: _Batch, triggers) -> float:
         """The acceptance metric of a task-level candidate: mean surrogate over the examples."""
@@ -242,8 +250,7 @@ class PaprecSearch:
             if score > best:
                 best, chosen, chosen_scores = score, int(c), scores
         if chosen is not None:
-            screen.track(_prompt_key(trials[chosen], personal))
-            screen.incumbent = chosen_scores
+            screen.adopt(_prompt_key(trials[chosen], personal), chosen_scores)
         return best, chosen
 
     def _race(
@@ -254,27 +261,23 @@ class PaprecSearch:
         personal: np.ndarray,
         screened: np.ndarray,
     ) -> list[np.ndarray] | None:
-        """A screened finalist's per-example scores in every stage, or None once it no longer
-        beats `current` on the examples scored so far (the last stage is judged by the caller,
-        against the exact full surrogate)."""
-        scores, total, to_beat = [screened], screened.sum(), screen.incumbent[0].sum()
-        for k, stage in enumerate(screen.stages[1:], start=1):
-            part = self.example_scores(stage, _triggers(stage, trial, personal))[0]
-            scores.append(part)
-            if k == len(screen.stages) - 1:
-                break
-            total += part.sum()
-            to_beat += self._incumbent_scores(screen, k, current, personal).sum()
-            if total <= to_beat:
+        """A screened finalist's per-example scores in every stage, or None if it no longer
+        beats `current` on the examples scored by the recheck (the rest is judged by the
+        caller, against the exact full surrogate)."""
+        scores = [screened]
+        for k in range(1, len(screen.stages) - 1):  # the recheck stage, when there is one
+            scores.append(self._surrogates(screen.stages[k], trial, personal))
+            to_beat = [self._incumbent_scores(screen, j, current, personal) for j in range(k + 1)]
+            if sum(part.sum() for part in scores) <= sum(part.sum() for part in to_beat):
                 return None
+        scores.append(self._surrogates(screen.stages[-1], trial, personal))
         return scores
 
     def _incumbent_scores(
         self, screen: _Screen, k: int, current: list[int], personal: np.ndarray
     ) -> np.ndarray:
         if screen.incumbent[k] is None:
-            stage = screen.stages[k]
-            screen.incumbent[k] = self.example_scores(stage, _triggers(stage, current, personal))[0]
+            screen.incumbent[k] = self._surrogates(screen.stages[k], current, personal)
         return screen.incumbent[k]
 
     def _remember_scores(
@@ -284,8 +287,7 @@ class PaprecSearch:
         caller made anyway: the race then never re-scores it."""
         screen = self._screen(batch)
         if screen is not None:
-            screen.track(_prompt_key(task, personal))
-            screen.incumbent = [scores[index] for index in screen.index]
+            screen.adopt(_prompt_key(task, personal), [scores[index] for index in screen.index])
 
     def _screen(self, batch: _Batch) -> _Screen | None:
         cfg = self.config
@@ -352,7 +354,7 @@ class PaprecSearch:
         for c in range(candidates.shape[1]):
             trial = personal.copy()
             trial[:, slot] = candidates[:, c]
-            scores = self.example_scores(batch, _triggers(batch, task, trial))[0]
+            scores = self._surrogates(batch, task, trial)
             user_scores = np.bincount(batch.owner, weights=scores, minlength=n_users) / divisor
             better = present & (user_scores > best)
             personal[better, slot] = candidates[better, c]
@@ -457,7 +459,7 @@ class PaprecSearch:
 
     def _measure(self, batch: _Batch, task: list[int], personal: np.ndarray) -> float:
         """The current prompt's surrogate, its per-example scores kept for the race."""
-        scores = self.example_scores(batch, _triggers(batch, task, personal))[0]
+        scores = self._surrogates(batch, task, personal)
         self._remember_scores(batch, task, personal, scores)
         return float(scores.mean())
 
@@ -484,7 +486,7 @@ class PaprecSearch:
             state.task_tokens = []
 
     def _user_means(self, batch: _Batch, task: list[int], personal: np.ndarray, n_users: int):
-        scores = self.example_scores(batch, _triggers(batch, task, personal))[0]
+        scores = self._surrogates(batch, task, personal)
         counts = np.bincount(batch.owner, minlength=n_users).clip(min=1)
         return np.bincount(batch.owner, weights=scores, minlength=n_users) / counts
 
