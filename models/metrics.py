@@ -33,6 +33,20 @@ def ndcg(ranks: np.ndarray, k: int) -> np.ndarray:
     return np.where(ranks < k, 1.0 / np.log2(ranks + 2.0), 0.0)
 
 
+def parse_metric(name: str) -> tuple[str, int]:
+    """("HR" | "NDCG", cutoff k) of a metric name such as "NDCG@50"."""
+    kind, sep, cutoff = name.partition("@")
+    if sep and kind in ("HR", "NDCG") and cutoff.isdigit() and int(cutoff) >= 1:
+        return kind, int(cutoff)
+    raise ValueError(f"unknown metric {name!r}; use HR@k or NDCG@k with a whole number k >= 1")
+
+
+def metric(name: str, ranks: np.ndarray) -> np.ndarray:
+    """Per-row HR@k or NDCG@k of 0-based ranks, for any cutoff k."""
+    kind, k = parse_metric(name)
+    return hit_rate(ranks, k) if kind == "HR" else ndcg(ranks, k)
+
+
 def per_user_metrics(ranks: np.ndarray) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     for k in CUTOFFS:

@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from models.metrics import parse_metric
 from models.prompts.paprec.config import PaprecConfig  # a plain dataclass: no torch import
 
 DEFAULT_DATA = Path("data/ml-100k")
@@ -29,14 +30,37 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _share_or_none(text: str) -> float | None:
+def _number(text: str) -> float:
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def _share_or_none(text: str) -> float | None:
+    value = _number(text)
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"{text} is outside [0, 1)")
     return value or None
+
+
+def _metric_list(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("name at least one metric, e.g. NDCG@10,HR@10")
+    try:
+        for name in names:
+            parse_metric(name)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return names
+
+
+def _share(text: str) -> float:
+    value = _number(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is outside [0, 1]")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -79,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--max-minutes", type=float, help="stop after this long, keep the best")
     train.add_argument(
         "--teacher-weight",
-        type=float,
+        type=_share,
         help="share of each sequential target given to the item-transition teacher "
         "(default: the preset's)",
     )
@@ -111,7 +135,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     search.add_argument("--task-tokens", type=int, default=5, help="m, shared trigger tokens")
     search.add_argument("--personal-tokens", type=int, default=2, help="d, tokens per user")
-    search.add_argument("--candidates", type=int, default=5, help="top-k words per position")
+    search.add_argument(
+        "--candidates",
+        type=_positive_int,
+        default=PaprecConfig.candidates,
+        help=f"top-k words per task position (default {PaprecConfig.candidates})",
+    )
+    search.add_argument(
+        "--personal-candidates",
+        type=_positive_int,
+        default=PaprecConfig.personal_candidates,
+        help="top-k words per personal position (default "
+        f"{PaprecConfig.personal_candidates or 'as --candidates'})",
+    )
+    search.add_argument(
+        "--metrics",
+        type=_metric_list,
+        default=PaprecConfig.metrics,
+        help=f"task surrogate, a sum of HR@k / NDCG@k (default {','.join(PaprecConfig.metrics)})",
+    )
+    search.add_argument(
+        "--personal-metrics",
+        type=_metric_list,
+        default=PaprecConfig.personal_metrics,
+        help="personal surrogate (default "
+        f"{','.join(PaprecConfig.personal_metrics or ('as --metrics',))})",
+    )
     search.add_argument(
         "--screen-fraction",
         type=_share_or_none,
@@ -288,6 +337,9 @@ def _search(args: argparse.Namespace) -> int:
         task_tokens=args.task_tokens,
         personal_tokens=args.personal_tokens,
         candidates=args.candidates,
+        personal_candidates=args.personal_candidates,
+        metrics=args.metrics,
+        personal_metrics=args.personal_metrics,
         max_cycles=args.max_cycles,
         max_seconds=args.max_seconds,
         screen_fraction=args.screen_fraction,

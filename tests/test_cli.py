@@ -115,7 +115,18 @@ def test_every_command_the_readme_names_exists():
             for option in ("--screen-fraction", "--recheck-fraction")
             for v in ("2", "-0.1", "half")
         ),
+        *(
+            ("search", option, v)
+            for option in ("--candidates", "--personal-candidates")
+            for v in ("0", "ten")
+        ),
+        *(
+            ("search", option, v)
+            for option in ("--metrics", "--personal-metrics")
+            for v in ("MRR", "NDCG@10,HR@0", ",")
+        ),
         *(("sensitivity", "--shuffles", v) for v in ("0", "-3", "many")),
+        *(("train", "--teacher-weight", v) for v in ("1.5", "-0.1", "some")),
     ],
 )
 def test_a_bad_option_value_exits_2_naming_the_option(command, option, value, capsys):

@@ -5,6 +5,7 @@ import pytest
 
 from models.metrics import (
     hit_rate,
+    metric,
     ndcg,
     paired_bootstrap_ci,
     per_user_metrics,
@@ -32,6 +33,20 @@ def test_hit_rate_and_ndcg_by_hand():
     expected = [1.0, 1 / math.log2(3), 1 / math.log2(6), 1 / math.log2(7), 1 / math.log2(11), 0.0]
     assert ndcg(ranks, 10) == pytest.approx(expected)
     assert ndcg(ranks, 5)[3] == 0.0
+
+
+def test_any_cutoff_by_name():
+    ranks = np.array([0, 9, 10, 49, 50])
+    assert metric("HR@50", ranks).tolist() == [1, 1, 1, 1, 0]
+    expected = [1.0, 1 / math.log2(11), 1 / math.log2(12), 1 / math.log2(51), 0.0]
+    assert metric("NDCG@50", ranks) == pytest.approx(expected)
+    assert metric("NDCG@10", ranks) == pytest.approx([1.0, 1 / math.log2(11), 0.0, 0.0, 0.0])
+
+
+@pytest.mark.parametrize("name", ["MRR", "NDCG@0", "HR@", "ndcg@10", "NDCG@ten", "NDCG10"])
+def test_an_unknown_metric_name_is_refused(name):
+    with pytest.raises(ValueError, match="unknown metric"):
+        metric(name, np.array([0]))
 
 
 def test_summary_averages_over_users():

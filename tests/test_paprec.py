@@ -129,7 +129,7 @@ def _counting_passes(search: PaprecSearch) -> list[int]:
     """Rows of every scoring pass `search` makes from now on, in order."""
     passes: list[int] = []
     original = search.example_scores
-    search.example_scores = lambda b, t: passes.append(len(b.base)) or original(b, t)
+    search.example_scores = lambda b, t, *m: passes.append(len(b.base)) or original(b, t, *m)
     return passes
 
 
@@ -408,3 +408,92 @@ def test_pipeline_writes_a_prompt_set_and_resumes_without_redoing_users(lm, data
     assert len(again.state.outcomes) == len(splits.users)
     with pytest.raises(ValueError, match="another model or config"):
         run_search(lm, splits, catalog, profiles, out, PaprecConfig(task_tokens=3), progress=False)
+
+
+def test_the_surrogate_sums_the_configured_metrics_at_any_cutoff(lm, examples):
+    def surrogate(*metrics):
+        search = PaprecSearch(lm, replace(CONFIG, metrics=metrics), progress=False)
+        batch = search.prepare(examples, range(len(examples.targets)))
+        return search.example_scores(batch, lambda j: search.ids(["the"] * 3))[0]
+
+    at10, at50 = surrogate("NDCG@10"), surrogate("NDCG@50")
+    ranks = np.where(at50 > 0, 2 ** (1 / np.where(at50 > 0, at50, 1)) - 2, 50).round()
+    assert ((ranks >= 10) & (ranks < 50)).any()  # the @50 term sees examples @10 cannot
+    assert at10 == pytest.approx(np.where(ranks < 10, at50, 0.0))
+    both = surrogate("NDCG@50", "HR@50", "HR@3")
+    assert both == pytest.approx(at50 + (ranks < 50) + (ranks < 3))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        *(
+            ({key: value}, "metric")
+            for key in ("metrics", "personal_metrics")
+            for value in [(), ("MRR",), ("NDCG@10", "HR@0")]
+        ),
+        ({"candidates": 0}, "candidates"),
+        ({"personal_candidates": 0}, "candidates"),
+    ],
+)
+def test_bad_surrogate_settings_are_refused(options, message):
+    with pytest.raises(ValueError, match=message):
+        PaprecConfig(**options)
+
+
+def test_personal_rounds_use_their_own_surrogate_and_candidates(lm, examples, monkeypatch):
+    split = replace(CONFIG, metrics=("NDCG@10",), personal_metrics=("NDCG@50",), candidates=3)
+    split = replace(split, personal_candidates=6)
+    search = PaprecSearch(lm, split, progress=False)
+    batch = search.prepare(examples, examples.subset(held_out=False))
+    task, n = search.ids(["the"] * 3), len(examples.users)
+    personal = np.full((n, 2), search.vocab["the"])
+    # The same numbers as searches whose only surrogate is the one each part should use.
+    only = {
+        m: PaprecSearch(lm, replace(CONFIG, metrics=(m,), personal_metrics=None), progress=False)
+        for m in ("NDCG@10", "NDCG@50")
+    }
+    assert search._user_means(batch, task, personal, n) == pytest.approx(
+        only["NDCG@50"]._user_means(batch, task, personal, n)
+    )
+    assert not np.allclose(
+        only["NDCG@50"]._user_means(batch, task, personal, n),
+        only["NDCG@10"]._user_means(batch, task, personal, n),
+    )
+    triggers = _triggers(batch, task, personal)
+    assert search.task_surrogate(batch, triggers) == only["NDCG@10"].task_surrogate(batch, triggers)
+
+    proposed = []
+    top = search.top_candidates
+    monkeypatch.setattr(
+        search, "top_candidates", lambda *a: proposed.append(top(*a).shape[1]) or top(*a)
+    )
+    best = search.task_surrogate(batch, triggers)
+    search.task_round(batch, task, personal, 0, best)
+    assert proposed == [3]
+    scored = []
+    example_scores = search.example_scores
+    monkeypatch.setattr(
+        search,
+        "example_scores",
+        lambda b, t, m=None: scored.append(m or split.metrics) or example_scores(b, t, m),
+    )
+    search.personal_round(batch, task, personal, 0, search._user_means(batch, task, personal, n))
+    assert proposed == [3, 6]
+    assert set(scored) == {("NDCG@50",)}
+
+
+def test_a_prompt_set_from_before_the_personal_settings_loads_as_it_was_searched(
+    lm, examples, tmp_path
+):
+    import json
+
+    state = PaprecState(task_tokens=["the"])
+    path = tmp_path / "old.json"
+    PromptSet("sequential", CONFIG, state, lm.fingerprint()).save(path)
+    body = json.loads(path.read_text())
+    del body["config"]["personal_candidates"], body["config"]["personal_metrics"]
+    path.write_text(json.dumps(body))
+    config = PromptSet.load(path).config
+    assert config.personal_candidates is None and config.personal_metrics is None
+    assert PaprecSearch(lm, config, progress=False).personal_metrics == CONFIG.metrics

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from models.metrics import per_user_metrics
+from models.metrics import metric
 from models.prompts.paprec.config import PaprecConfig
 from models.prompts.paprec.state import PaprecState, UserOutcome
 from models.prompts.selection import SearchExamples
@@ -88,6 +88,8 @@ class PaprecSearch:
         config = config or PaprecConfig()
         self.lm, self.config, self.progress = lm, config, progress
         self.rows_per_call = config.batch_size or rows_per_call(lm.device)
+        self.personal_candidates = config.personal_candidates or config.candidates
+        self.personal_metrics = config.personal_metrics or config.metrics
         self.template = TEMPLATES[config.template]
         self.vocab = lm.vocab
         self.inverse = {i: t for t, i in self.vocab.items()}
@@ -142,8 +144,12 @@ class PaprecSearch:
 
     # ---- the two measurements ---------------------------------------------------------------
     @torch.no_grad()
-    def example_scores(self, batch: _Batch, triggers) -> tuple[np.ndarray, np.ndarray]:
-        """Per example: surrogate (sum of the configured metrics) and target log-probability."""
+    def example_scores(
+        self, batch: _Batch, triggers, metrics: Sequence[str] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per example: surrogate (sum of `metrics`, the task surrogate's by default) and
+        target log-probability."""
+        metrics = metrics or self.config.metrics
         surrogate, logp = [], []
         for lo in range(0, len(batch.base), self.rows_per_call):
             rows = range(lo, min(lo + self.rows_per_call, len(batch.base)))
@@ -151,14 +157,20 @@ class PaprecSearch:
             targets = torch.as_tensor(batch.targets[lo : rows.stop], device=logits.device)
             target_logit = logits.gather(1, targets[:, None])
             ranks = (logits >= target_logit).sum(1) - 1
-            metrics = per_user_metrics(ranks.cpu().numpy())
-            surrogate.append(sum(metrics[m] for m in self.config.metrics))
+            ranks = ranks.cpu().numpy()
+            surrogate.append(sum(metric(m, ranks) for m in metrics))
             logp.append((target_logit[:, 0] - torch.logsumexp(logits, dim=1)).cpu().numpy())
         return np.concatenate(surrogate), np.concatenate(logp)
 
-    def _surrogates(self, batch: _Batch, task: list[int], personal: np.ndarray) -> np.ndarray:
+    def _surrogates(
+        self,
+        batch: _Batch,
+        task: list[int],
+        personal: np.ndarray,
+        metrics: Sequence[str] | None = None,
+    ) -> np.ndarray:
         """Per-example surrogate of the task tokens followed by each owner's personal tokens."""
-        return self.example_scores(batch, _triggers(batch, task, personal))[0]
+        return self.example_scores(batch, _triggers(batch, task, personal), metrics)[0]
 
     def task_surrogate(self, batch: _Batch, triggers) -> float:
         """The acceptance metric of a task-level candidate: mean surrogate over the examples."""
@@ -185,12 +197,15 @@ class PaprecSearch:
         words = self.lm.model.get_input_embeddings().weight[self.word_ids]
         return grad @ words.T
 
-    def top_candidates(self, grad: torch.Tensor, current: Sequence[int]) -> torch.Tensor:
-        """[rows, k] word ids, best first, never the token already in place."""
+    def top_candidates(
+        self, grad: torch.Tensor, current: Sequence[int], k: int | None = None
+    ) -> torch.Tensor:
+        """[rows, k] word ids (k: the task rounds' by default), best first, never the token
+        already in place."""
         scores = self.candidate_scores(grad)
         current_t = torch.as_tensor(list(current), device=scores.device)
         scores[self.word_ids[None, :] == current_t[:, None]] = float("-inf")
-        top = torch.topk(scores, self.config.candidates, dim=1).indices
+        top = torch.topk(scores, k or self.config.candidates, dim=1).indices
         return self.word_ids[top]
 
     # ---- rounds -----------------------------------------------------------------------------
@@ -347,14 +362,16 @@ class PaprecSearch:
         grad = self.trigger_gradients(batch, _triggers(batch, task, personal), len(task) + slot)
         per_user = torch.zeros((n_users, grad.shape[1]), device=grad.device)
         per_user.index_add_(0, torch.as_tensor(batch.owner, device=grad.device), grad)
-        candidates = self.top_candidates(per_user, personal[:, slot].tolist()).cpu().numpy()
+        current = personal[:, slot].tolist()
+        candidates = self.top_candidates(per_user, current, self.personal_candidates)
+        candidates = candidates.cpu().numpy()
         counts = np.bincount(batch.owner, minlength=n_users)
         present, divisor = counts > 0, counts.clip(min=1)
         accepted = np.zeros(n_users, dtype=bool)
         for c in range(candidates.shape[1]):
             trial = personal.copy()
             trial[:, slot] = candidates[:, c]
-            scores = self._surrogates(batch, task, trial)
+            scores = self._surrogates(batch, task, trial, self.personal_metrics)
             user_scores = np.bincount(batch.owner, weights=scores, minlength=n_users) / divisor
             better = present & (user_scores > best)
             personal[better, slot] = candidates[better, c]
@@ -486,7 +503,8 @@ class PaprecSearch:
             state.task_tokens = []
 
     def _user_means(self, batch: _Batch, task: list[int], personal: np.ndarray, n_users: int):
-        scores = self._surrogates(batch, task, personal)
+        """Per user: the mean personal surrogate over their examples in `batch`."""
+        scores = self._surrogates(batch, task, personal, self.personal_metrics)
         counts = np.bincount(batch.owner, minlength=n_users).clip(min=1)
         return np.bincount(batch.owner, weights=scores, minlength=n_users) / counts
 

@@ -82,7 +82,12 @@ class PromptSet:
         if body.get("format") != FORMAT:
             raise ValueError(f"{path} is not a prompt set file ({FORMAT})")
         config = body["config"]
-        config["metrics"] = tuple(config["metrics"])
+        for key in ("personal_candidates", "personal_metrics"):
+            # A file from before these settings was searched with the task's for both.
+            config.setdefault(key, None)
+        for key in ("metrics", "personal_metrics"):
+            if config[key] is not None:
+                config[key] = tuple(config[key])
         outcomes = {
             user: UserOutcome(**{k: v for k, v in o.items() if k != "text"})
             for user, o in body["users"].items()
