@@ -5,8 +5,9 @@
 The task-level part stays as the shipped prompt set has it (--prompts); for each setting of
 the personal search (personal tokens d, candidates k, selection examples per user, cycles),
 every user is searched afresh on their training interactions and the served prompt (task
-tokens + kept personal tokens) is scored on the validation item. Prints a table and writes
-JSON; the setting with the best all-users validation NDCG@10 is the one to make the default.
+tokens + kept personal tokens) is scored on the validation item; --metrics also varies the
+acceptance surrogate. Prints a table and writes JSON; the setting with the best all-users
+validation NDCG@10 is the one to make the default.
 """
 
 from __future__ import annotations
@@ -55,6 +56,12 @@ def main() -> None:
         default=GRID,
         help='settings "d,k,selection,cycles;..." (default: the built-in grid)',
     )
+    parser.add_argument(
+        "--metrics",
+        type=lambda text: tuple(tuple(part.split(",")) for part in text.split(";")),
+        help='surrogates to try with each setting, "NDCG@10,HR@10;..." (default: the '
+        "prompt set's)",
+    )
     args = parser.parse_args()
 
     data = InteractionData.load(args.data)
@@ -73,13 +80,19 @@ def main() -> None:
     task_only = valid_ndcg([UserPrompt(tuple(task_tokens))] * len(users))
     groups = {g: splits.user_indices(g) for g in ("warm", "cold", "all")}
     rows = []
-    for d, k, per_user, cycles in args.grid:
+    settings = [
+        (*setting, metrics)
+        for setting in args.grid
+        for metrics in args.metrics or (shipped.config.personal_metrics or shipped.config.metrics,)
+    ]
+    for d, k, per_user, cycles, metrics in settings:
         config = replace(
             shipped.config,
             personal_tokens=d,
-            candidates=k,
+            personal_candidates=k,
             selection_per_user=per_user,
             max_cycles=cycles,
+            personal_metrics=metrics,
         )
         search = PaprecSearch(lm, config, progress=False)
         started = time.perf_counter()
@@ -102,6 +115,7 @@ def main() -> None:
             "candidates": k,
             "selection_per_user": per_user,
             "max_cycles": cycles,
+            "metrics": list(metrics),
             "kept": int(sum(o.kept for o in outcomes.values())),
             "search_seconds": round(seconds, 1),
         }
@@ -113,7 +127,8 @@ def main() -> None:
             ]
         rows.append(row)
         print(
-            f"d={d} k={k:<3d} sel={per_user} cycles={cycles}: kept {row['kept']:4d}  "
+            f"d={d} k={k:<3d} sel={per_user} cycles={cycles} {'+'.join(metrics)}: "
+            f"kept {row['kept']:4d}  "
             f"valid NDCG@10 all {row['valid_NDCG@10_all']:.4f} ({row['relative_all']:+.1%})  "
             f"cold {row['valid_NDCG@10_cold']:.4f} ({row['relative_cold']:+.1%})  "
             f"{seconds:.0f} s",
