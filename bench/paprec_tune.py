@@ -83,7 +83,7 @@ def main() -> None:
     settings = [
         (*setting, metrics)
         for setting in args.grid
-        for metrics in args.metrics or (shipped.config.personal_metrics or shipped.config.metrics,)
+        for metrics in args.metrics or (shipped.config.personal_surrogate,)
     ]
     for d, k, per_user, cycles, metrics in settings:
         config = replace(

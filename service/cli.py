@@ -56,6 +56,10 @@ def _metric_list(text: str) -> tuple[str, ...]:
     return names
 
 
+def _shown(default: object) -> str:
+    return ",".join(default) if isinstance(default, tuple) else str(default)
+
+
 def _share(text: str) -> float:
     value = _number(text)
     if not 0 <= value <= 1:
@@ -135,32 +139,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     search.add_argument("--task-tokens", type=int, default=5, help="m, shared trigger tokens")
     search.add_argument("--personal-tokens", type=int, default=2, help="d, tokens per user")
-    search.add_argument(
-        "--candidates",
-        type=_positive_int,
-        default=PaprecConfig.candidates,
-        help=f"top-k words per task position (default {PaprecConfig.candidates})",
-    )
-    search.add_argument(
-        "--personal-candidates",
-        type=_positive_int,
-        default=PaprecConfig.personal_candidates,
-        help="top-k words per personal position (default "
-        f"{PaprecConfig.personal_candidates or 'as --candidates'})",
-    )
-    search.add_argument(
-        "--metrics",
-        type=_metric_list,
-        default=PaprecConfig.metrics,
-        help=f"task surrogate, a sum of HR@k / NDCG@k (default {','.join(PaprecConfig.metrics)})",
-    )
-    search.add_argument(
-        "--personal-metrics",
-        type=_metric_list,
-        default=PaprecConfig.personal_metrics,
-        help="personal surrogate (default "
-        f"{','.join(PaprecConfig.personal_metrics or ('as --metrics',))})",
-    )
+    # The task rounds' setting, then the personal rounds' own (None: as the task's).
+    for option, parse, what in (
+        ("candidates", _positive_int, "top-k words per {} position"),
+        ("metrics", _metric_list, "{} surrogate, a sum of HR@k / NDCG@k"),
+    ):
+        task, personal = getattr(PaprecConfig, option), getattr(PaprecConfig, f"personal_{option}")
+        search.add_argument(
+            f"--{option}",
+            type=parse,
+            default=task,
+            help=f"{what.format('task')} (default {_shown(task)})",
+        )
+        search.add_argument(
+            f"--personal-{option}",
+            type=parse,
+            default=personal,
+            help=f"{what.format('personal')} (default "
+            f"{f'as --{option}' if personal is None else _shown(personal)})",
+        )
     search.add_argument(
         "--screen-fraction",
         type=_share_or_none,

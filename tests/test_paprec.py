@@ -496,4 +496,4 @@ def test_a_prompt_set_from_before_the_personal_settings_loads_as_it_was_searched
     path.write_text(json.dumps(body))
     config = PromptSet.load(path).config
     assert config.personal_candidates is None and config.personal_metrics is None
-    assert PaprecSearch(lm, config, progress=False).personal_metrics == CONFIG.metrics
+    assert config.personal_surrogate == CONFIG.metrics

@@ -60,6 +60,16 @@ class PaprecConfig:
     reused instead of page-faulted in anew; large on a GPU)."""
     seed: int = 0
 
+    @property
+    def personal_k(self) -> int:
+        """k of the personal rounds, `personal_candidates` resolved."""
+        return self.personal_candidates or self.candidates
+
+    @property
+    def personal_surrogate(self) -> tuple[str, ...]:
+        """Metrics of the personal surrogate, `personal_metrics` resolved."""
+        return self.personal_metrics or self.metrics
+
     def __post_init__(self) -> None:
         for metrics in (self.metrics, self.personal_metrics):
             if metrics is not None and not metrics:

@@ -88,8 +88,6 @@ class PaprecSearch:
         config = config or PaprecConfig()
         self.lm, self.config, self.progress = lm, config, progress
         self.rows_per_call = config.batch_size or rows_per_call(lm.device)
-        self.personal_candidates = config.personal_candidates or config.candidates
-        self.personal_metrics = config.personal_metrics or config.metrics
         self.template = TEMPLATES[config.template]
         self.vocab = lm.vocab
         self.inverse = {i: t for t, i in self.vocab.items()}
@@ -363,7 +361,7 @@ class PaprecSearch:
         per_user = torch.zeros((n_users, grad.shape[1]), device=grad.device)
         per_user.index_add_(0, torch.as_tensor(batch.owner, device=grad.device), grad)
         current = personal[:, slot].tolist()
-        candidates = self.top_candidates(per_user, current, self.personal_candidates)
+        candidates = self.top_candidates(per_user, current, self.config.personal_k)
         candidates = candidates.cpu().numpy()
         counts = np.bincount(batch.owner, minlength=n_users)
         present, divisor = counts > 0, counts.clip(min=1)
@@ -371,7 +369,7 @@ class PaprecSearch:
         for c in range(candidates.shape[1]):
             trial = personal.copy()
             trial[:, slot] = candidates[:, c]
-            scores = self._surrogates(batch, task, trial, self.personal_metrics)
+            scores = self._surrogates(batch, task, trial, self.config.personal_surrogate)
             user_scores = np.bincount(batch.owner, weights=scores, minlength=n_users) / divisor
             better = present & (user_scores > best)
             personal[better, slot] = candidates[better, c]
@@ -504,7 +502,7 @@ class PaprecSearch:
 
     def _user_means(self, batch: _Batch, task: list[int], personal: np.ndarray, n_users: int):
         """Per user: the mean personal surrogate over their examples in `batch`."""
-        scores = self._surrogates(batch, task, personal, self.personal_metrics)
+        scores = self._surrogates(batch, task, personal, self.config.personal_surrogate)
         counts = np.bincount(batch.owner, minlength=n_users).clip(min=1)
         return np.bincount(batch.owner, weights=scores, minlength=n_users) / counts
 
