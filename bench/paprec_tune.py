@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from models.data.dataset import InteractionData
 from models.data.splits import make_splits
 from models.evaluation import full_ranking_metrics, rlm_scores, user_fields
-from models.metrics import paired_bootstrap_ci
+from models.metrics import paired_bootstrap_ci, parse_metric_list
 from models.prompts.paprec.pipeline import PERSONAL_CHUNK, training_examples
 from models.prompts.paprec.search import PaprecSearch
 from models.prompts.paprec.state import PromptSet
@@ -44,6 +44,14 @@ GRID = (
 )
 
 
+def surrogates(text: str) -> tuple[tuple[str, ...], ...]:
+    """One checked metric tuple per surrogate: "NDCG@10,HR@10;NDCG@50" gives two."""
+    try:
+        return tuple(parse_metric_list(part) for part in text.split(";"))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=Path("artifacts/rlm-small"))
@@ -58,7 +66,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--metrics",
-        type=lambda text: tuple(tuple(part.split(",")) for part in text.split(";")),
+        type=surrogates,
         help='surrogates to try with each setting, "NDCG@10,HR@10;..." (default: the '
         "prompt set's)",
     )

@@ -41,6 +41,16 @@ def parse_metric(name: str) -> tuple[str, int]:
     raise ValueError(f"unknown metric {name!r}; use HR@k or NDCG@k with a whole number k >= 1")
 
 
+def parse_metric_list(text: str) -> tuple[str, ...]:
+    """Metric names from a comma-separated list such as "NDCG@10,HR@10", each one checked."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise ValueError("name at least one metric, e.g. NDCG@10,HR@10")
+    for name in names:
+        parse_metric(name)
+    return names
+
+
 def metric(name: str, ranks: np.ndarray) -> np.ndarray:
     """Per-row HR@k or NDCG@k of 0-based ranks, for any cutoff k."""
     kind, k = parse_metric(name)
@@ -48,11 +58,8 @@ def metric(name: str, ranks: np.ndarray) -> np.ndarray:
 
 
 def per_user_metrics(ranks: np.ndarray) -> dict[str, np.ndarray]:
-    out: dict[str, np.ndarray] = {}
-    for k in CUTOFFS:
-        out[f"HR@{k}"] = hit_rate(ranks, k)
-        out[f"NDCG@{k}"] = ndcg(ranks, k)
-    return out
+    names = [f"{kind}@{k}" for k in CUTOFFS for kind in ("HR", "NDCG")]
+    return {name: metric(name, ranks) for name in names}
 
 
 def summarize(per_user: dict[str, np.ndarray]) -> dict[str, float]:

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from models.metrics import parse_metric
+from models.metrics import parse_metric_list
 from models.prompts.paprec.config import PaprecConfig  # a plain dataclass: no torch import
 
 DEFAULT_DATA = Path("data/ml-100k")
@@ -45,15 +45,10 @@ def _share_or_none(text: str) -> float | None:
 
 
 def _metric_list(text: str) -> tuple[str, ...]:
-    names = tuple(name.strip() for name in text.split(",") if name.strip())
-    if not names:
-        raise argparse.ArgumentTypeError("name at least one metric, e.g. NDCG@10,HR@10")
     try:
-        for name in names:
-            parse_metric(name)
+        return parse_metric_list(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
-    return names
 
 
 def _shown(default: object) -> str:

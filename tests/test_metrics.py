@@ -8,6 +8,7 @@ from models.metrics import (
     metric,
     ndcg,
     paired_bootstrap_ci,
+    parse_metric_list,
     per_user_metrics,
     summarize,
     target_ranks,
@@ -47,6 +48,13 @@ def test_any_cutoff_by_name():
 def test_an_unknown_metric_name_is_refused(name):
     with pytest.raises(ValueError, match="unknown metric"):
         metric(name, np.array([0]))
+
+
+def test_a_metric_list_is_split_trimmed_and_checked():
+    assert parse_metric_list(" NDCG@10, HR@50 ,") == ("NDCG@10", "HR@50")
+    for text in ("", " , ", "NDCG@10,MRR"):
+        with pytest.raises(ValueError, match="metric"):
+            parse_metric_list(text)
 
 
 def test_summary_averages_over_users():
