@@ -1,4 +1,5 @@
-"""Exact ranking of all items: one decoder step, scores read off the item-token slice."""
+"""Exact ranking of all items: one forward pass, scores read off the item-token slice of the
+last position (the prompt's last history item)."""
 
 from __future__ import annotations
 
@@ -24,9 +25,16 @@ def encode_token_lists(
     Equivalent to `lm.tokenizer(" ".join(tokens))` (a test pins that), without re-parsing text.
     """
     vocab = lm.vocab
-    unk, eos = lm.tokenizer.unk_token_id, lm.tokenizer.eos_token_id
-    rows = [[vocab.get(t, unk) for t in tokens] + [eos] for tokens in token_lists]
+    unk = lm.tokenizer.unk_token_id
+    rows = [bos_row(lm, [vocab.get(t, unk) for t in tokens]) for tokens in token_lists]
     return pad_rows(rows, lm.tokenizer.pad_token_id, device or lm.device)
+
+
+def bos_row(lm: RecLM, ids: Sequence[int]) -> list[int]:
+    """`<s>` then the prompt's ids; a prompt longer than the model's positions loses its first
+    words (the history, last, is kept: it is what the model ranks from)."""
+    keep = lm.max_positions - 1
+    return [lm.tokenizer.bos_token_id, *(ids[-keep:] if len(ids) > keep else ids)]
 
 
 def pad_rows(
@@ -73,19 +81,16 @@ def item_logits(
     item_token_ids: torch.Tensor,
     inputs_embeds: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Logits of the first decoded token, restricted to item tokens: [batch, n_items]."""
-    start = model.config.decoder_start_token_id
-    decoder_input_ids = torch.full(
-        (input_ids.shape[0], 1), start, dtype=torch.long, device=input_ids.device
-    )
-    out = model(
+    """Next-item logits at each right-padded prompt's last position: [batch, n_items]."""
+    hidden = model(
         input_ids=None if inputs_embeds is not None else input_ids,
-        inputs_embeds=inputs_embeds,
         attention_mask=attention_mask,
-        decoder_input_ids=decoder_input_ids,
-        use_cache=False,
+        inputs_embeds=inputs_embeds,
     )
-    return out.logits[:, 0, :].index_select(1, item_token_ids.to(out.logits.device))
+    # A gather, not fancy indexing: the traced graph then holds no batch size.
+    last = (attention_mask.sum(dim=1) - 1).view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])
+    final = hidden.gather(1, last).squeeze(1)
+    return model.item_logits(final, item_token_ids.to(final.device))
 
 
 class _ItemScorer(torch.nn.Module):
@@ -106,6 +111,7 @@ def _padded_example(lm: RecLM, batch: int, width: int) -> tuple[torch.Tensor, to
     generator = torch.Generator().manual_seed(batch * 1000 + width)
     vocab = lm.model.config.vocab_size
     ids = torch.randint(3, vocab, (batch, width), generator=generator)
+    ids[:, 0] = lm.tokenizer.bos_token_id
     mask = torch.ones(batch, width, dtype=torch.long)
     for row in range(1, batch):  # ragged rows, so the trace records the padded (general) path
         ids[row, width - row :] = lm.tokenizer.pad_token_id
@@ -127,7 +133,7 @@ def _trace_scorer(lm: RecLM) -> Scorer:
             # deprecation and "might be incorrect" notes: the comparison below is the check
             warnings.simplefilter("ignore")
             traced = torch.jit.trace(eager, _padded_example(lm, 4, 24), check_trace=False)
-        for batch, width in ((1, 7), (5, 37)):
+        for batch, width in ((1, 7), (5, 37), (3, lm.max_positions)):
             example = _padded_example(lm, batch, width)
             if not torch.allclose(traced(*example), eager(*example), atol=1e-4, rtol=1e-4):
                 raise ValueError(f"traced scores differ from eager at batch {batch}x{width}")

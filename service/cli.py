@@ -6,10 +6,14 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from models.metrics import parse_metric_list
-from models.prompts.paprec.config import PaprecConfig  # a plain dataclass: no torch import
+
+# Plain dataclasses, no torch import: the CLI's defaults are theirs.
+from models.prompts.paprec.config import PaprecConfig
+from models.rlm.config import PRESETS, CorpusConfig, TrainConfig, preset_defaults
 
 DEFAULT_DATA = Path("data/ml-100k")
 DEFAULT_MODEL = Path("artifacts/rlm-small")
@@ -93,21 +97,31 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--genres-sep", default="|", help="separator inside the genres column")
     imp.set_defaults(run=_data_import)
 
-    train = commands.add_parser("train", help="train the recommendation LM")
-    train.add_argument("--preset", choices=("tiny", "small", "base"), default="small")
+    train = commands.add_parser(
+        "train",
+        help="train the recommendation LM (also under torchrun --nproc_per_node N)",
+    )
+    train.add_argument("--preset", choices=tuple(PRESETS), default=TrainConfig.preset)
     train.add_argument("--data", type=Path, default=DEFAULT_DATA)
     train.add_argument("--out", type=Path, default=DEFAULT_MODEL, help="model directory")
-    train.add_argument("--epochs", type=int, help="passes (default: the preset's)")
-    train.add_argument("--cut-fraction", type=float, help="share of history cuts per epoch")
+    train.add_argument("--epochs", type=_positive_int, help="passes (default: the preset's)")
+    train.add_argument(
+        "--eval-every",
+        type=_positive_int,
+        default=TrainConfig.eval_every,
+        help=f"epochs between validation checks (default {TrainConfig.eval_every})",
+    )
     train.add_argument("--max-minutes", type=float, help="stop after this long, keep the best")
     train.add_argument(
-        "--teacher-weight",
+        "--field-drop",
         type=_share,
-        help="share of each sequential target given to the item-transition teacher "
-        "(default: the preset's)",
+        default=CorpusConfig.field_drop,
+        help="probability that profile, and taste, words are left out of a training window "
+        f"(default {CorpusConfig.field_drop})",
     )
-    train.add_argument("--batch-size", type=int, default=128)
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--batch-size", type=_positive_int, default=TrainConfig.batch_size)
+    train.add_argument("--lr", type=_number, default=TrainConfig.lr)
+    train.add_argument("--seed", type=int, default=TrainConfig.seed)
     train.add_argument("--device", help="cpu, cuda, cuda:1 (default: CUDA when present)")
     train.set_defaults(run=_train)
 
@@ -278,22 +292,20 @@ def _load(data_dir: Path):
 
 
 def _train(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from models.rlm.train import TrainConfig, preset_defaults, train_rlm
+    from models.rlm.train import train_rlm
 
     data, splits = _load(args.data)
     defaults = preset_defaults(args.preset)
-    given = {"cut_fraction": args.cut_fraction, "teacher_weight": args.teacher_weight}
-    corpus = replace(defaults.corpus, **{k: v for k, v in given.items() if v is not None})
-    config = TrainConfig(
-        preset=args.preset,
+    config = replace(
+        defaults,
         epochs=args.epochs or defaults.epochs,
+        eval_every=args.eval_every,
         batch_size=args.batch_size,
+        lr=args.lr,
         seed=args.seed,
         max_minutes=args.max_minutes,
         device=args.device,
-        corpus=corpus,
+        corpus=replace(defaults.corpus, field_drop=args.field_drop),
     )
     lm = train_rlm(data, splits, args.out, config)
     print(json.dumps(lm.meta["train_result"]))

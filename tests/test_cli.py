@@ -126,7 +126,8 @@ def test_every_command_the_readme_names_exists():
             for v in ("MRR", "NDCG@10,HR@0", ",")
         ),
         *(("sensitivity", "--shuffles", v) for v in ("0", "-3", "many")),
-        *(("train", "--teacher-weight", v) for v in ("1.5", "-0.1", "some")),
+        *(("train", "--field-drop", v) for v in ("1.5", "-0.1", "some")),
+        *(("train", "--epochs", v) for v in ("0", "many")),
     ],
 )
 def test_a_bad_option_value_exits_2_naming_the_option(command, option, value, capsys):

@@ -14,7 +14,6 @@ from models.prompts.paprec.state import PaprecState, PromptSet
 from models.prompts.rendering import render_prompt
 from models.prompts.selection import build_examples
 from models.ranking import encode_token_lists, item_logits, rank_items, rows_per_call
-from models.rlm.corpus import CorpusConfig
 from models.rlm.model import RecLM
 from models.rlm.train import TrainConfig, train_rlm
 from models.templates import TEMPLATES, PromptFields
@@ -25,13 +24,7 @@ from models.user_context import ItemCatalog, user_profiles
 def lm(tmp_path_factory, data, splits) -> RecLM:
     out = tmp_path_factory.mktemp("paprec-rlm")
     config = TrainConfig(
-        preset="tiny",
-        epochs=2,
-        batch_size=64,
-        lr=5e-3,
-        warmup_steps=10,
-        corpus=CorpusConfig(cut_fraction=0.5),
-        valid_users=20,
+        preset="tiny", epochs=1, batch_size=32, lr=5e-3, warmup_steps=10, valid_users=20
     )
     train_rlm(data, splits, out, config, progress=False)
     return RecLM.load(out)
@@ -63,16 +56,13 @@ def test_candidate_scores_equal_grad_dot_embedding_matrix(lm, examples):
     # Independently: a one-hot input matrix X, embeddings X @ E, d logp / dX at the trigger row.
     weight = lm.model.get_input_embeddings().weight
     j = 0
-    ids, mask = encode_token_lists(lm, [search.tokens(batch.base[j] + task)])
-    ids = ids[:, :-1]  # drop the eos the helper added twice: rows here end with one eos
-    ids = torch.cat([ids, torch.tensor([[lm.tokenizer.eos_token_id]])], dim=1)
-    mask = torch.ones_like(ids)
+    ids, mask = encode_token_lists(lm, [search.tokens(batch.base[j] + task + batch.history[j])])
     onehot = torch.nn.functional.one_hot(ids, weight.shape[0]).float().requires_grad_(True)
     logits = item_logits(lm.model, ids, mask, lm.item_token_ids(), onehot @ weight)
     logits[0, batch.exclude[j]] = float("-inf")
     logp = torch.log_softmax(logits, 1)[0, batch.targets[j]]
     (expected,) = torch.autograd.grad(logp, onehot)
-    position = len(batch.base[j]) + 1
+    position = 1 + len(batch.base[j]) + 1  # after <s> and the template's words
     ours = search.candidate_scores(grad[j : j + 1])[0]
     assert torch.allclose(ours, expected[0, position, search.word_ids], atol=1e-5)
 
@@ -173,24 +163,23 @@ def test_screened_acceptance_is_exact_and_scores_few_candidates_fully(lm, exampl
 
 
 def test_raced_acceptance_matches_the_rule_and_stops_losers_at_the_recheck(lm, examples):
+    # A small screen: luck there is common, and the recheck has losers to stop.
     config = replace(
-        CONFIG, screen_fraction=0.25, screen_min_examples=8, screen_promote=8, recheck_fraction=0.5
+        CONFIG, screen_fraction=0.1, screen_min_examples=4, screen_promote=20, recheck_fraction=0.5
     )
     search = PaprecSearch(lm, config, progress=False)
     batch = search.prepare(examples, examples.subset(held_out=False))
     n = len(batch.base)
     screen = search._screen(batch)
     sizes = [len(stage.base) for stage in screen.stages]
-    assert sizes == [round(0.25 * n), round(0.5 * n) - round(0.25 * n), n - round(0.5 * n)]
+    assert sizes == [round(0.1 * n), round(0.5 * n) - round(0.1 * n), n - round(0.5 * n)]
     assert sorted(np.concatenate(screen.index).tolist()) == list(range(n))
 
-    current = search.ids(["the"] * 3)
+    start = search.ids(["the"] * 3)
     personal = np.full((len(examples.users), 2), search.vocab["the"])
-    grad = search.trigger_gradients(batch, _triggers(batch, current, personal), 0).mean(0)
-    words = search.top_candidates(grad[None], [current[0]])[0].tolist()
+    grad = search.trigger_gradients(batch, _triggers(batch, start, personal), 0).mean(0)
+    words = search.top_candidates(grad[None], [start[0]], k=16)[0].tolist()
     words += search.ids([w for w in ("movie", "user", "drama", "comedy") if w in search.vocab])
-    trials = [[w, *current[1:]] for w in words]
-    best = search.task_surrogate(batch, _triggers(batch, current, personal))
 
     # The rule, computed independently: per-stage sums of every prompt, one plain pass each.
     def sums(task):
@@ -201,15 +190,27 @@ def test_raced_acceptance_matches_the_rule_and_stops_losers_at_the_recheck(lm, e
             ]
         )
 
-    base, each = sums(current), [sums(t) for t in trials]
-    screened = [c for c in np.argsort([-e[0] for e in each], kind="stable") if each[c][0] > base[0]]
-    rechecked = [c for c in screened if each[c][:2].sum() > base[:2].sum()]
+    def race(current_word):
+        current = [current_word, *start[1:]]
+        trials = [[w, *start[1:]] for w in words if w != current_word]
+        base, each = sums(current), [sums(t) for t in trials]
+        order = np.argsort([-e[0] for e in each], kind="stable")
+        screened = [c for c in order if each[c][0] > base[0]]
+        rechecked = [c for c in screened if each[c][:2].sum() > base[:2].sum()]
+        return current, trials, each, screened, rechecked
+
+    # A current prompt for which the recheck stops some screened trials and passes others, so
+    # the test shows each path.
+    for word in sorted(words, key=lambda w: sums([w, *start[1:]]).sum()):
+        current, trials, each, screened, rechecked = race(word)
+        if 0 < len(rechecked) < len(screened):
+            break
+    assert 0 < len(rechecked) < len(screened)
+    best = search.task_surrogate(batch, _triggers(batch, current, personal))
     expected, expected_best = None, best
     for c in rechecked:
         if each[c].sum() / n > expected_best:
             expected, expected_best = int(c), each[c].sum() / n
-    # Both outcomes of the recheck occur here, so the test shows each path.
-    assert 0 < len(rechecked) < len(screened)
 
     passes = _counting_passes(search)
     new_best, chosen = search.accept_best(batch, current, trials, personal, best)

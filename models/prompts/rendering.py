@@ -1,20 +1,21 @@
-"""The PAP-REC prompt layout: `[history part] T1..Tm P1..Pd`.
+"""The prompt layout: `[template words, profile/taste] T1..Tm P1..Pd [history items]`.
 
-A manual template fills the history part (and, if it has them, the profile and taste fields);
-the task-level trigger tokens T shared by all users and the user's personal tokens P follow it.
-With no trigger tokens this is exactly the manual template.
+A manual template fills the words and the profile and taste fields; the task-level trigger
+tokens T shared by all users and the user's personal tokens P follow them, right before the
+history, whose last item's position ranks the catalogue. With no trigger tokens this is
+exactly the manual template.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.templates import PromptFields, Template, render_tokens
+from models.templates import PromptFields, Template, render_parts
 
-# The served manual template per task: for sequential the best on validation
-# (bench/results/rlm_quality.json); PAP-REC searches its tokens after the same template
-# (PaprecConfig.template), and `db load-prompts` refuses a prompt set searched on another.
-DEFAULT_TEMPLATE = {"sequential": "seq-1", "direct": "direct-1"}
+# The served manual template per task: the best on validation (bench/results/rlm_quality.json);
+# PAP-REC searches its tokens after the same template (PaprecConfig.template), and
+# `db load-prompts` refuses a prompt set searched on another.
+DEFAULT_TEMPLATE = {"sequential": "seq-1", "direct": "seq-1"}
 
 
 @dataclass(frozen=True)
@@ -35,8 +36,5 @@ class UserPrompt:
 def render_prompt(
     template: Template, fields: PromptFields, prompt: UserPrompt, max_history: int
 ) -> list[str]:
-    return [
-        *render_tokens(template, fields, max_history),
-        *prompt.task_tokens,
-        *prompt.personal_tokens,
-    ]
+    prefix, history = render_parts(template, fields, max_history)
+    return [*prefix, *prompt.task_tokens, *prompt.personal_tokens, *history]

@@ -1,62 +1,58 @@
-"""Training samples for the RLM: several phrasings per task, words that carry meaning.
+"""Training sequences for the RLM: `[prompt words][item_1 ... item_n]`, a target at every item.
 
-Every sample's first decoded token is trained against a *soft* target over the next few items of
-the sequence (not just the next one), so one pass teaches several items; fields are dropped at
-random so the model works with or without profile and taste words.
+Each warm user's training sequence is cut into windows of up to `max_history + 1` items (from the
+end backwards, so every transition is trained once per epoch). Every item position predicts the
+next item; the prompt's last word predicts the user's first item. Several templates and random
+field dropping make the model read the prompt words without depending on them.
+
+Taste words summarise items, so they must never summarise an item a position predicts: a
+window's taste is computed from the items before a random cut `c` (its first 1..taste_cut_max
+items, plus everything before the window), and only targets from the cut on carry a loss.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 
-from models.baselines.markov import MarkovScorer
 from models.data.splits import Splits
-from models.templates import PromptFields, content_tokens, render_tokens, templates_for
+from models.rlm.config import CorpusConfig
+from models.templates import PromptFields, content_tokens, render_parts, templates_for
+from models.text import item_token
 from models.user_context import TASTE_WORDS, ItemCatalog
 
-
-@dataclass(frozen=True)
-class CorpusConfig:
-    next_items: int = 5
-    """Items after the cut that share the soft target."""
-    target_decay: float = 0.5
-    """Weight of the j-th next item is decay**j before normalisation (the next item weighs most)."""
-    field_drop: float = 0.3
-    """Probability that the profile, and independently the taste, is left out of a prompt."""
-    short_history: float = 0.25
-    """Probability that only the last 1-4 items are shown; the taste words still summarise the
-    whole history, so the model must learn to read them."""
-    direct_fraction: float = 0.15
-    """Share of history cuts phrased as the direct task (pick among candidates)."""
-    direct_candidates: int = 20
-    content_repeats: int = 1
-    """Item content documents (title and genre words -> item token) per item per epoch."""
-    cut_fraction: float = 1.0
-    """Share of all history cut points used per epoch (a fresh random subset each epoch)."""
-    teacher_weight: float = 0.0
-    """Share of a sequential sample's soft target given to an item-transition teacher (the
-    Markov baseline fitted on the same training sequences): dense supervision over the items
-    that usually follow the shown history, where the observed next items name only a few."""
-    teacher_items: int = 50
-    """The teacher's most likely items that share its weight (renormalised)."""
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.teacher_weight <= 1:
-            raise ValueError(f"teacher weight must be in [0, 1], not {self.teacher_weight}")
-        if self.teacher_items < 1:
-            raise ValueError(f"teacher items must be at least 1, not {self.teacher_items}")
+IGNORE = -100  # a position without a target
+CONTENT_BATCH_FACTOR = 4  # content documents per batch, in window batches: they are a few words
 
 
 @dataclass
 class Sample:
-    tokens: list[str]
+    """One training row: `prefix` words, then `items` as item tokens.
+
+    `targets[0]` is the item the prefix's last position predicts, `targets[k + 1]` the item
+    after `items[k]`; IGNORE where a position carries no loss."""
+
+    prefix: list[str]
+    items: list[int]
     targets: list[int]
-    weights: list[float]
-    candidates: list[int] | None = None
     user: int | None = None  # user index the sample came from (None: item content document)
+
+    @property
+    def tokens(self) -> list[str]:
+        return [*self.prefix, *(item_token(i) for i in self.items)]
+
+
+def user_windows(sequence: list[int], max_history: int) -> list[tuple[int, int]]:
+    """[start, end) of windows of up to max_history + 1 items, newest first; consecutive
+    windows share one item, so every transition lies in exactly one window."""
+    out, end = [], len(sequence)
+    while end >= 2:
+        out.append((max(0, end - max_history - 1), end))
+        end -= max_history
+    return out
 
 
 class TrainingCorpus:
@@ -68,96 +64,60 @@ class TrainingCorpus:
         catalog: ItemCatalog,
         profiles: list[list[str]],
         max_history: int,
-        config: CorpusConfig = CorpusConfig(),
+        config: CorpusConfig | None = None,
     ) -> None:
         self.splits, self.catalog, self.profiles = splits, catalog, profiles
-        self.max_history, self.config = max_history, config
-        self.seq_templates = templates_for("sequential")
-        self.direct_templates = templates_for("direct")
-        self.cuts: list[tuple[int, int]] = [
-            (u, t) for u in np.flatnonzero(~splits.cold) for t in range(1, len(splits.train[u]))
+        self.max_history, self.config = max_history, config or CorpusConfig()
+        self.templates = templates_for("sequential")
+        self.windows: list[tuple[int, int, int]] = [
+            (int(u), start, end)
+            for u in np.flatnonzero(~splits.cold)
+            for start, end in user_windows(splits.train[u], max_history)
         ]
-        self.tastes = self._taste_per_cut()
-        decay = config.target_decay ** np.arange(config.next_items)
-        self.decay = decay / decay.sum()
-        self.teacher = (
-            MarkovScorer().fit(
-                [splits.train[u] for u in np.flatnonzero(~splits.cold)], splits.n_items
-            )
-            if config.teacher_weight > 0
-            else None
+
+    def batches_per_epoch(self, batch_size: int) -> int:
+        n_content = self.config.content_repeats * self.splits.n_items
+        return math.ceil(len(self.windows) / batch_size) + math.ceil(
+            n_content / (CONTENT_BATCH_FACTOR * batch_size)
         )
 
-    def _taste_per_cut(self) -> dict[tuple[int, int], list[str]]:
-        # Taste summarises the whole prefix, beyond the history window the prompt shows.
-        out = {}
-        for u in np.flatnonzero(~self.splits.cold):
-            seq = self.splits.train[u]
-            for t in range(1, len(seq)):
-                out[(u, t)] = self.catalog.taste_words(seq[:t], TASTE_WORDS)
-        return out
+    def epoch(self, rng: np.random.Generator, batch_size: int) -> list[list[Sample]]:
+        """One epoch's batches in random order. A batch pads to its longest row, so rows of
+        similar length are batched together: windows sorted by length (ties at random), and
+        content documents (a few words) apart from windows."""
+        order = rng.permutation(len(self.windows))
+        windows = [self._window_sample(self.windows[i], rng) for i in order]
+        windows.sort(key=lambda s: len(s.items))  # stable: ties keep the random order
+        content = [
+            self._content_sample(i, rng)
+            for _ in range(self.config.content_repeats)
+            for i in rng.permutation(self.splits.n_items)
+        ]
+        batches = [windows[lo : lo + batch_size] for lo in range(0, len(windows), batch_size)]
+        step = CONTENT_BATCH_FACTOR * batch_size
+        batches += [content[lo : lo + step] for lo in range(0, len(content), step)]
+        return [batches[i] for i in rng.permutation(len(batches))]
 
-    def epoch(self, rng: np.random.Generator) -> list[Sample]:
-        cfg = self.config
-        n_cuts = round(cfg.cut_fraction * len(self.cuts))
-        chosen = rng.choice(len(self.cuts), size=n_cuts, replace=False)
-        samples = [self._history_sample(self.cuts[c], rng) for c in chosen]
-        for _ in range(cfg.content_repeats):
-            samples.extend(self._content_sample(i, rng) for i in range(self.splits.n_items))
-        order = rng.permutation(len(samples))
-        return [samples[i] for i in order]
-
-    def _history_sample(self, cut: tuple[int, int], rng: np.random.Generator) -> Sample:
-        u, t = cut
+    def _window_sample(self, window: tuple[int, int, int], rng: np.random.Generator) -> Sample:
+        u, start, end = window
         seq = self.splits.train[u]
-        shown = seq[:t]
-        if rng.random() < self.config.short_history:
-            shown = shown[-int(rng.integers(1, 5)) :]
+        items = seq[start : end - 1]
+        # targets[k] is seq[start + k], predicted from the items before it
+        targets = list(seq[start:end]) if start == 0 else [IGNORE, *seq[start + 1 : end]]
+        taste: list[str] = []
+        if rng.random() >= self.config.field_drop:
+            cut = start + int(rng.integers(1, min(self.config.taste_cut_max, end - start - 1) + 1))
+            taste = self.catalog.taste_words(seq[:cut], TASTE_WORDS)
+            # Only targets at index >= cut: the taste has seen none of them.
+            targets = [t if start + k >= cut else IGNORE for k, t in enumerate(targets)]
         fields = PromptFields(
-            history=shown,
+            history=[],
             profile=self.profiles[u] if rng.random() >= self.config.field_drop else [],
-            taste=self.tastes[cut] if rng.random() >= self.config.field_drop else [],
+            taste=taste,
         )
-        if rng.random() < self.config.direct_fraction:
-            return self._direct_sample(u, fields, seq[t], rng)
-        nxt = seq[t : t + self.config.next_items]
-        weights = self.decay[: len(nxt)] / self.decay[: len(nxt)].sum()
-        targets, weights = self._with_teacher(shown, nxt, weights)
-        template = self.seq_templates[rng.integers(len(self.seq_templates))]
-        tokens = render_tokens(template, fields, self.max_history)
-        return Sample(tokens, targets, weights, user=u)
-
-    def _with_teacher(
-        self, shown: list[int], nxt: list[int], weights: np.ndarray
-    ) -> tuple[list[int], list[float]]:
-        if self.teacher is None:
-            return list(nxt), weights.tolist()
-        alpha = self.config.teacher_weight
-        scores = self.teacher.score([shown])[0]
-        k = min(self.config.teacher_items, len(scores))
-        top = np.argpartition(-scores, k - 1)[:k]
-        share = alpha * scores[top] / scores[top].sum()
-        target = dict(zip(top.tolist(), share.tolist(), strict=True))
-        for item, w in zip(nxt, (1 - alpha) * weights, strict=True):
-            target[item] = target.get(item, 0.0) + float(w)
-        return list(target), list(target.values())
-
-    def _direct_sample(
-        self, u: int, fields: PromptFields, target: int, rng: np.random.Generator
-    ) -> Sample:
-        # Never the user's held-out items: a negative shown in a training prompt would leak them.
-        seen = {*self.splits.train[u], self.splits.valid[u], self.splits.test[u]}
-        negatives: list[int] = []
-        while len(negatives) < self.config.direct_candidates - 1:
-            i = int(rng.integers(self.splits.n_items))
-            if i != target and i not in seen and i not in negatives:
-                negatives.append(i)
-        candidates = [target, *negatives]
-        rng.shuffle(candidates)
-        fields = PromptFields(fields.history, fields.profile, fields.taste, candidates)
-        template = self.direct_templates[rng.integers(len(self.direct_templates))]
-        tokens = render_tokens(template, fields, self.max_history)
-        return Sample(tokens, [target], [1.0], candidates, user=u)
+        template = self.templates[rng.integers(len(self.templates))]
+        prefix, _ = render_parts(template, fields, 0)
+        return Sample(prefix, list(items), targets, user=u)
 
     def _content_sample(self, item: int, rng: np.random.Generator) -> Sample:
         title, genres = self.catalog.title_words[item], self.catalog.genre_words[item]
@@ -167,7 +127,7 @@ class TrainingCorpus:
             title = []
         elif r < 0.4:
             genres = []
-        return Sample(content_tokens(title, genres), [item], [1.0])
+        return Sample(content_tokens(title, genres), [], [item])
 
 
 def vocabulary_words(catalog: ItemCatalog, profiles: list[list[str]]) -> set[str]:

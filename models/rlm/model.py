@@ -1,4 +1,5 @@
-"""The recommendation LM: a T5 built from a preset, its tokenizer, and the item-token mapping."""
+"""The recommendation LM: a decoder-only GPT-2 built from a preset, its tokenizer, and the
+item-token mapping (CLLM4Rec-style: one token per item, an item head over the item tokens)."""
 
 from __future__ import annotations
 
@@ -9,17 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import (
-    AutoModelForSeq2SeqLM,
-    AutoTokenizer,
-    PreTrainedTokenizerBase,
-    T5Config,
-    T5ForConditionalGeneration,
-)
-from transformers.activations import ACT2FN, NewGELUActivation
+from torch import nn
+from transformers import AutoTokenizer, GPT2Config, GPT2Model, PreTrainedTokenizerBase
+from transformers.models.gpt2.modeling_gpt2 import GPT2PreTrainedModel
 from transformers.utils import logging as hf_logging
 
 from models.allocator import retain_freed_memory
+from models.rlm.config import PRESETS, Preset
 from models.text import ITEM_TOKEN_PREFIX
 
 # The library's per-shard progress bars say nothing useful for a model of a few MB.
@@ -28,74 +25,76 @@ hf_logging.disable_progress_bar()
 META_FILE = "promptrec.json"
 
 
-@dataclass(frozen=True)
-class Preset:
-    d_model: int
-    d_ff: int
-    num_layers: int
-    num_decoder_layers: int
-    num_heads: int
-    max_history: int  # history items shown in a prompt (the most recent ones)
-    dropout: float = 0.1
-
-
-PRESETS: dict[str, Preset] = {
-    "tiny": Preset(
-        d_model=64, d_ff=128, num_layers=2, num_decoder_layers=1, num_heads=2, max_history=10
-    ),
-    "small": Preset(
-        d_model=128, d_ff=384, num_layers=3, num_decoder_layers=1, num_heads=4, max_history=16
-    ),
-    "base": Preset(
-        d_model=384, d_ff=1024, num_layers=6, num_decoder_layers=2, num_heads=6, max_history=30
-    ),
-}
-
-
 def pick_device(requested: str | None = None) -> torch.device:
     if requested:
         return torch.device(requested)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def build_t5(preset: Preset, vocab_size: int) -> T5ForConditionalGeneration:
-    config = T5Config(
+class RecGPT(GPT2PreTrainedModel):
+    """GPT-2 whose item tokens are also its output classes: item scores at a position are that
+    position's hidden state dotted with the (tied) item-token embeddings, plus an item bias
+    (popularity, which a dot product alone learns slowly)."""
+
+    def __init__(self, config: GPT2Config) -> None:
+        super().__init__(config)
+        self.transformer = GPT2Model(config)
+        self.item_bias = nn.Parameter(torch.zeros(config.vocab_size))
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.transformer.wte
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.transformer.wte = value
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Hidden states [batch, length, d_model] of right-padded prompts."""
+        return self.transformer(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            use_cache=False,
+        ).last_hidden_state
+
+    def item_logits(self, hidden: torch.Tensor, item_token_ids: torch.Tensor) -> torch.Tensor:
+        """[..., d_model] hidden states -> [..., n_items] logits over the item tokens."""
+        weight = self.transformer.wte.weight.index_select(0, item_token_ids)
+        return hidden @ weight.T + self.item_bias.index_select(0, item_token_ids)
+
+
+def build_gpt(preset: Preset, vocab_size: int, pad_id: int, bos_id: int) -> RecGPT:
+    config = GPT2Config(
         vocab_size=vocab_size,
-        d_model=preset.d_model,
-        d_kv=preset.d_model // preset.num_heads,
-        d_ff=preset.d_ff,
-        num_layers=preset.num_layers,
-        num_decoder_layers=preset.num_decoder_layers,
-        num_heads=preset.num_heads,
-        dropout_rate=preset.dropout,
-        relative_attention_num_buckets=32,
-        relative_attention_max_distance=128,
-        # The tanh GELU of T5 v1.1 ("gated-gelu" means gelu_new), computed by torch's fused kernel.
-        feed_forward_proj="gated-gelu_pytorch_tanh",
+        n_positions=preset.positions,
+        n_embd=preset.d_model,
+        n_layer=preset.num_layers,
+        n_head=preset.num_heads,
+        n_inner=preset.d_ff,
+        resid_pdrop=preset.dropout,
+        embd_pdrop=preset.dropout,
+        # Dropout on [batch, heads, length, length] weights took a quarter of a CPU step.
+        attn_pdrop=0.0,
+        activation_function="gelu_pytorch_tanh",
+        pad_token_id=pad_id,
+        bos_token_id=bos_id,
+        eos_token_id=bos_id,
         tie_word_embeddings=True,
-        pad_token_id=0,
-        eos_token_id=1,
-        decoder_start_token_id=0,
     )
-    return T5ForConditionalGeneration(config)
-
-
-def use_fused_gelu(model: torch.nn.Module) -> None:
-    """`gelu_new` (checkpoints saved before, stock T5 v1.1) is the tanh GELU written as five
-    tensor ops; torch's fused kernel computes the same function to float rounding, several times
-    faster on CPU, and ranking time is mostly the feed-forward layers. Weights are untouched, so
-    the fingerprint (and the prompt sets searched on it) stays."""
-    fused = ACT2FN["gelu_pytorch_tanh"]
-    for module in model.modules():
-        if isinstance(getattr(module, "act", None), NewGELUActivation):
-            module.act = fused
+    config.architectures = ["RecGPT"]
+    return RecGPT(config)
 
 
 @dataclass
 class RecLM:
-    """A seq2seq model whose vocabulary has one token per item, plus what serving needs."""
+    """A decoder-only model whose vocabulary has one token per item, plus what serving needs."""
 
-    model: torch.nn.Module
+    model: RecGPT
     tokenizer: PreTrainedTokenizerBase
     item_ids: list[str]  # external id of item index k (token item_k)
     max_history: int
@@ -122,6 +121,10 @@ class RecLM:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    @property
+    def max_positions(self) -> int:
+        return int(self.model.config.n_positions)
+
     def item_token_ids(self) -> torch.Tensor:
         """Vocabulary id of item index k at position k."""
         return self._item_token_ids
@@ -143,7 +146,7 @@ class RecLM:
 
     @classmethod
     def load(cls, directory: Path, device: str | None = None) -> RecLM:
-        """Load with the library's own calls; any local HF seq2seq checkpoint whose vocabulary
+        """Load with the library's own calls; any local checkpoint of `RecGPT` whose vocabulary
         has item_0..item_{n-1} tokens works (without promptrec.json, ids are the indices)."""
         directory = Path(directory)
         if not (directory / "config.json").is_file():
@@ -152,9 +155,14 @@ class RecLM:
                 f"{directory} is not a model directory (no config.json); train one with "
                 "`promptrec train` or point --model at a local Hugging Face checkpoint"
             )
+        config = json.loads((directory / "config.json").read_text())
+        if config.get("model_type") != "gpt2":
+            raise ValueError(
+                f"{directory} holds a {config.get('model_type')!r} model; PromptRec serves its "
+                "decoder-only RLM (model_type gpt2): retrain with `promptrec train`"
+            )
         tokenizer = AutoTokenizer.from_pretrained(directory)
-        model = AutoModelForSeq2SeqLM.from_pretrained(directory).to(pick_device(device)).eval()
-        use_fused_gelu(model)
+        model = RecGPT.from_pretrained(directory).to(pick_device(device)).eval()
         meta_path = directory / META_FILE
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
         item_ids = meta.pop("item_ids", None)
@@ -164,7 +172,7 @@ class RecLM:
             item_ids = [str(k) for k in range(n)]
         if not item_ids:
             raise ValueError(f"{directory}: the tokenizer has no item_<k> tokens to rank")
-        max_history = int(meta.pop("max_history", 20))
+        max_history = int(meta.pop("max_history", 50))
         return cls(model, tokenizer, item_ids, max_history, meta)
 
 

@@ -1,59 +1,39 @@
-"""Training loop for the RLM: flat, resumable, seeded, with a progress bar and a JSON log."""
+"""Training loop for the RLM: flat, resumable, seeded, with a progress bar and a JSON log.
+
+Runs unchanged under `torchrun --nproc_per_node N` (DistributedDataParallel: gloo on CPU, nccl
+on GPU): every process builds the same epoch, takes its share of each batch, and gradients are
+averaged; process 0 evaluates, saves and checkpoints.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch import nn
 from tqdm.auto import tqdm
 
 from models.data.dataset import InteractionData
 from models.data.splits import SplitConfig, Splits
 from models.evaluation import evaluate_rlm
-from models.ranking import item_logits, pad_rows
-from models.rlm.corpus import CorpusConfig, Sample, TrainingCorpus, vocabulary_words
+from models.ranking import bos_row, pad_rows
+from models.rlm.config import PRESETS, TrainConfig
+from models.rlm.corpus import IGNORE, Sample, TrainingCorpus, vocabulary_words
 from models.rlm.item_init import cooccurrence_embeddings
-from models.rlm.model import PRESETS, RecLM, build_t5, pick_device, preset_dict
+from models.rlm.model import RecGPT, RecLM, build_gpt, pick_device, preset_dict
 from models.rlm.vocabulary import build_tokenizer
 from models.user_context import ItemCatalog, user_profiles
 
 CHECKPOINT = "checkpoint.pt"
 TRAIN_LOG = "train_log.jsonl"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    preset: str = "small"
-    epochs: int = 8
-    batch_size: int = 128
-    lr: float = 2e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 200
-    seed: int = 0
-    max_minutes: float | None = None
-    """Stop early (and keep the best epoch so far) once this much time has passed."""
-    checkpoint_every: int = 200
-    valid_users: int = 300
-    """Warm users whose validation item picks the best epoch (test is never looked at)."""
-    device: str | None = None
-    item_init: bool = True
-    """Start item embeddings from co-occurrence in the warm training sequences (item_init.py)."""
-    corpus: CorpusConfig = field(default_factory=CorpusConfig)
-
-
-def preset_defaults(preset: str) -> TrainConfig:
-    """Budgets: `tiny` trains in well under a minute, `small` within the hour on 2 cores."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
-    budgets = {"tiny": (2, 0.15), "small": (8, 0.5), "base": (10, 1.0)}
-    epochs, cut_fraction = budgets[preset]
-    return TrainConfig(preset=preset, epochs=epochs, corpus=CorpusConfig(cut_fraction=cut_fraction))
 
 
 def seed_everything(seed: int) -> None:
@@ -69,62 +49,95 @@ def build_rlm(
     catalog = ItemCatalog.build(data.items, splits)
     profiles = user_profiles(data.users, splits)
     tokenizer = build_tokenizer(splits.n_items, vocabulary_words(catalog, profiles))
-    model = build_t5(preset, vocab_size=len(tokenizer))
-    lm_items = [tokenizer.convert_tokens_to_ids(f"item_{k}") for k in range(splits.n_items)]
+    model = build_gpt(preset, len(tokenizer), tokenizer.pad_token_id, tokenizer.bos_token_id)
+    meta = {"model": preset_dict(config.preset), "train": _jsonable(asdict(config))}
+    lm = RecLM(model, tokenizer, list(splits.item_ids), preset.max_history, meta)
     if config.item_init:
         warm_train = [splits.train[u] for u in splits.user_indices("warm")]
         vectors = cooccurrence_embeddings(warm_train, splits.n_items, preset.d_model)
         with torch.no_grad():
-            model.get_input_embeddings().weight[lm_items] = torch.as_tensor(vectors).float()
-    meta = {"model": preset_dict(config.preset), "train": _jsonable(asdict(config))}
-    lm = RecLM(model, tokenizer, list(splits.item_ids), preset.max_history, meta)
+            embedding = model.get_input_embeddings().weight
+            # at the scale of the other embeddings (GPT-2 initialises them with std 0.02)
+            scale = model.config.initializer_range
+            embedding[lm.item_token_ids()] = scale * torch.as_tensor(vectors).float()
     return lm, catalog, profiles
 
 
 def collate(lm: RecLM, batch: list[Sample], device: torch.device):
-    vocab = lm.vocab
-    unk, eos = lm.tokenizer.unk_token_id, lm.tokenizer.eos_token_id
-    rows = [[vocab.get(t, unk) for t in s.tokens] + [eos] for s in batch]
+    """(input ids, attention mask, targets) of right-padded rows `<s> prefix items`; targets
+    hold item indices at the positions that predict one, IGNORE elsewhere."""
+    vocab, unk = lm.vocab, lm.tokenizer.unk_token_id
+    rows = [bos_row(lm, [vocab.get(t, unk) for t in s.tokens]) for s in batch]
     ids, mask = pad_rows(rows, lm.tokenizer.pad_token_id, device)
-    target = torch.zeros((len(batch), lm.n_items))
-    allowed = torch.ones((len(batch), lm.n_items), dtype=torch.bool)
-    for i, s in enumerate(batch):
-        target[i, s.targets] = torch.tensor(s.weights, dtype=torch.float)
-        if s.candidates is not None:
-            allowed[i] = False
-            allowed[i, s.candidates] = True
-    return ids, mask, target.to(device), allowed.to(device)
+    targets = np.full(ids.shape, IGNORE, dtype=np.int64)
+    for r, (row, s) in enumerate(zip(rows, batch, strict=True)):
+        # the prefix's last position (<s> when the prefix is empty) predicts targets[0]
+        first = len(row) - len(s.items) - 1
+        targets[r, first : len(row)] = s.targets[-(len(row) - first) :]
+    return ids, mask, torch.from_numpy(targets).to(device)
 
 
-def soft_target_loss(
-    logits: torch.Tensor, target: torch.Tensor, allowed: torch.Tensor
-) -> torch.Tensor:
-    log_probs = torch.log_softmax(logits.masked_fill(~allowed, float("-inf")), dim=-1)
-    return -(target * log_probs.masked_fill(~allowed, 0.0)).sum(dim=-1).mean()
+class NextItemLoss(nn.Module):
+    """Mean cross-entropy over the item tokens at every position that has a target."""
+
+    def __init__(self, model: RecGPT, item_token_ids: torch.Tensor) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("item_token_ids", item_token_ids, persistent=False)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor):
+        hidden = self.model(input_ids=ids, attention_mask=mask)
+        at = targets != IGNORE
+        logits = self.model.item_logits(hidden[at], self.item_token_ids)
+        return nn.functional.cross_entropy(logits.float(), targets[at])
+
+
+@dataclass(frozen=True)
+class _Process:
+    """This process's place in a torchrun job (rank 0 of 1 without one)."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _start_process_group(requested: str | None) -> tuple[_Process, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return _Process(), pick_device(requested)
+    device = pick_device(requested)
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return _Process(dist.get_rank(), dist.get_world_size()), device
 
 
 def train_rlm(
     data: InteractionData,
     splits: Splits,
     out_dir: Path,
-    config: TrainConfig = TrainConfig(),
+    config: TrainConfig | None = None,
     split_config: SplitConfig | None = None,
     progress: bool = True,
 ) -> RecLM:
     """Train on the warm users' training sequences; save the best-on-validation model to out_dir."""
+    config = config or TrainConfig()
+    process, device = _start_process_group(config.device)
     seed_everything(config.seed)
-    device = pick_device(config.device)
     lm, catalog, profiles = build_rlm(data, splits, config)
     lm.meta["splits"] = asdict(split_config or SplitConfig())
+    lm.meta["train"]["processes"] = process.world
     lm.model.to(device)
+    loss_module: nn.Module = NextItemLoss(lm.model, lm.item_token_ids().to(device))
+    if process.world > 1:
+        loss_module = nn.parallel.DistributedDataParallel(loss_module)
     corpus = TrainingCorpus(splits, catalog, profiles, lm.max_history, config.corpus)
-    steps_per_epoch = math.ceil(
-        (
-            round(config.corpus.cut_fraction * len(corpus.cuts))
-            + config.corpus.content_repeats * splits.n_items
-        )
-        / config.batch_size
-    )
+    steps_per_epoch = corpus.batches_per_epoch(config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     optimizer = torch.optim.AdamW(
         lm.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
@@ -137,8 +150,10 @@ def train_rlm(
             * (1 + math.cos(math.pi * min(1.0, s / total_steps)))
         ),
     )
-    valid_users = np.random.default_rng(config.seed).permutation(splits.user_indices("warm"))
-    valid_users = valid_users[: config.valid_users]
+    valid_users = splits.user_indices("warm")
+    if config.valid_users is not None:
+        valid_users = np.random.default_rng(config.seed).permutation(valid_users)
+        valid_users = valid_users[: config.valid_users]
 
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {"step": 0, "best_ndcg": -1.0, "elapsed": 0.0}
@@ -150,11 +165,12 @@ def train_rlm(
         schedule.load_state_dict(ckpt["schedule"])
         state = ckpt["state"]
         torch.set_rng_state(ckpt["torch_rng"])
-    log = (out_dir / TRAIN_LOG).open("a")
+        lm.meta["train_result"] = ckpt.get("train_result", {})
+    log = (out_dir / TRAIN_LOG).open("a") if process.main else None
     bar = tqdm(
         total=total_steps,
         initial=state["step"],
-        disable=not progress,
+        disable=not (progress and process.main),
         unit="step",
         desc=f"train {config.preset}",
         dynamic_ncols=True,
@@ -163,18 +179,15 @@ def train_rlm(
     stop = False
     while state["step"] < total_steps and not stop:
         epoch, offset = divmod(state["step"], steps_per_epoch)
-        # The epoch's samples depend only on (seed, epoch): a resumed run sees the same batches.
-        samples = corpus.epoch(np.random.default_rng([config.seed, epoch]))
+        # The epoch's samples depend only on (seed, epoch): a resumed run (and every process of
+        # a distributed one) sees the same batches.
+        batches = corpus.epoch(np.random.default_rng([config.seed, epoch]), config.batch_size)
         if offset == 0:  # mid-epoch, the checkpoint restored the dropout RNG already
-            torch.manual_seed(config.seed * 1000 + epoch)
+            torch.manual_seed(config.seed * 1000 + epoch * process.world + process.rank)
         lm.model.train()
         for b in range(offset, steps_per_epoch):
-            batch = samples[b * config.batch_size : (b + 1) * config.batch_size]
-            if not batch:
-                break
-            ids, mask, target, allowed = collate(lm, batch, device)
-            logits = item_logits(lm.model, ids, mask, lm.item_token_ids())
-            loss = soft_target_loss(logits.float(), target, allowed)
+            batch = batches[b][process.rank :: process.world]
+            loss = loss_module(*collate(lm, batch, device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(lm.model.parameters(), 1.0)
@@ -184,7 +197,7 @@ def train_rlm(
             state["elapsed"] = time.monotonic() - started
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
-            if state["step"] % 50 == 0:
+            if log and state["step"] % 50 == 0:
                 _log(
                     log,
                     step=state["step"],
@@ -192,46 +205,66 @@ def train_rlm(
                     lr=schedule.get_last_lr()[0],
                     elapsed=round(state["elapsed"], 1),
                 )
-            if config.max_minutes and state["elapsed"] > 60 * config.max_minutes:
-                stop = True
+            over_time = bool(config.max_minutes and state["elapsed"] > 60 * config.max_minutes)
+            stop = _agree(process, over_time, device)
+            if stop:
                 break
-            if state["step"] % config.checkpoint_every == 0:
+            if process.main and state["step"] % config.checkpoint_every == 0:
                 _checkpoint(ckpt_path, lm, optimizer, schedule, state)
-        end_of_epoch = state["step"] % steps_per_epoch == 0 or stop or state["step"] >= total_steps
-        if end_of_epoch:
-            lm.model.eval()
-            scores = evaluate_rlm(lm, splits, catalog, profiles, valid_users, "valid", "seq-1")
-            ndcg = float(scores["NDCG@10"].mean())
+        done = state["step"] >= total_steps
+        end_of_epoch = state["step"] % steps_per_epoch == 0 or stop or done
+        if process.main and end_of_epoch and ((epoch + 1) % config.eval_every == 0 or stop or done):
+            scores = _validate(lm, splits, catalog, profiles, valid_users)
             _log(
                 log,
                 step=state["step"],
                 epoch=epoch + 1,
-                valid_ndcg10=round(ndcg, 5),
-                valid_hr10=round(float(scores["HR@10"].mean()), 5),
                 elapsed=round(state["elapsed"], 1),
+                **scores,
             )
-            bar.write(
-                f"epoch {epoch + 1}: valid NDCG@10 {ndcg:.4f} ({len(valid_users)} warm users)"
-            )
-            if ndcg > state["best_ndcg"]:
-                state["best_ndcg"] = ndcg
+            bar.write(f"epoch {epoch + 1}: valid NDCG@10 {scores['valid_ndcg10']:.4f}")
+            if scores["valid_ndcg10"] > state["best_ndcg"]:
+                state["best_ndcg"] = scores["valid_ndcg10"]
                 lm.meta["train_result"] = {
                     "epoch": epoch + 1,
                     "step": state["step"],
-                    "valid_ndcg10": ndcg,
+                    "valid_ndcg10": scores["valid_ndcg10"],
                     "seconds": round(state["elapsed"], 1),
                     "device": str(device),
                 }
                 lm.save(out_dir)
             _checkpoint(ckpt_path, lm, optimizer, schedule, state)
+        if process.world > 1:
+            dist.barrier()
     bar.close()
-    log.close()
-    lm.meta.setdefault("train_result", {})["total_seconds"] = round(state["elapsed"], 1)
+    if log:
+        log.close()
+    if process.world > 1:
+        dist.barrier()
     best = RecLM.load(out_dir, device=str(device))
-    best.meta["train_result"]["total_seconds"] = round(state["elapsed"], 1)
-    best.save(out_dir)
-    ckpt_path.unlink(missing_ok=True)
+    if process.main:
+        best.meta["train_result"]["total_seconds"] = round(state["elapsed"], 1)
+        best.save(out_dir)
+        ckpt_path.unlink(missing_ok=True)
     return best
+
+
+def _validate(lm: RecLM, splits, catalog, profiles, users) -> dict[str, float]:
+    lm.model.eval()
+    scores = evaluate_rlm(lm, splits, catalog, profiles, users, "valid", "seq-1")
+    return {
+        "valid_ndcg10": round(float(scores["NDCG@10"].mean()), 5),
+        "valid_hr10": round(float(scores["HR@10"].mean()), 5),
+    }
+
+
+def _agree(process: _Process, flag: bool, device: torch.device) -> bool:
+    """One process's stop decision (a time budget) taken by all, so none waits forever."""
+    if process.world == 1:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
 
 
 def _checkpoint(path: Path, lm: RecLM, optimizer, schedule, state: dict) -> None:
@@ -243,6 +276,7 @@ def _checkpoint(path: Path, lm: RecLM, optimizer, schedule, state: dict) -> None
             "schedule": schedule.state_dict(),
             "state": state,
             "torch_rng": torch.get_rng_state(),
+            "train_result": lm.meta.get("train_result", {}),
         },
         tmp,
     )

@@ -10,8 +10,8 @@ from transformers import PreTrainedTokenizerFast
 from models.templates import CONTENT_TEMPLATE, TEMPLATES
 from models.text import TOKEN_PATTERN, item_token, words
 
-PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
-SPECIAL_TOKENS = [PAD, EOS, UNK]  # T5's ids: pad 0 (also the decoder start), eos 1, unk 2
+PAD, BOS, UNK = "<pad>", "<s>", "<unk>"
+SPECIAL_TOKENS = [PAD, BOS, UNK]
 FIELD_WORDS = ["profile", "taste", "genres", ":", ",", ".", "?"]
 
 
@@ -31,12 +31,12 @@ def build_tokenizer(n_items: int, extra_words: Iterable[str]) -> PreTrainedToken
     core.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex(TOKEN_PATTERN), "isolated")]
     )
-    # Like T5: every encoded prompt ends with </s>.
+    # Every encoded prompt starts with <s>: the first real token has a position to attend to.
     core.post_processor = processors.TemplateProcessing(
-        single=f"$A {EOS}", special_tokens=[(EOS, vocab[EOS])]
+        single=f"{BOS} $A", special_tokens=[(BOS, vocab[BOS])]
     )
     return PreTrainedTokenizerFast(
-        tokenizer_object=core, pad_token=PAD, eos_token=EOS, unk_token=UNK
+        tokenizer_object=core, pad_token=PAD, bos_token=BOS, unk_token=UNK
     )
 
 

@@ -1,12 +1,12 @@
 """PAP-REC prompt search on a frozen RLM (DESIGN §4), made fast and exact.
 
-Layout `[history part] T1..Tm P1..Pd`. A round picks one trigger position, takes the gradient of
-the targets' log-likelihood w.r.t. that position's input embedding (averaged over all examples
-for a task token, over each user's own examples for a personal token), proposes the top-k words
-of `grad . E^T` (HotFlip/AutoPrompt) and accepts a candidate only if it strictly improves the
-surrogate metric computed by exact one-step ranking of all items. Task rounds screen their
-candidates on a seeded share of the examples first (`PaprecConfig.screen_fraction`); acceptance
-itself is always measured on every example.
+Layout `[template words] T1..Tm P1..Pd [history]`. A round picks one trigger position, takes the
+gradient of the targets' log-likelihood w.r.t. that position's input embedding (averaged over
+all examples for a task token, over each user's own examples for a personal token), proposes
+the top-k words of `grad . E^T` (HotFlip/AutoPrompt) and accepts a candidate only if it strictly
+improves the surrogate metric computed by exact ranking of all items from the last position.
+Task rounds screen their candidates on a seeded share of the examples first
+(`PaprecConfig.screen_fraction`); acceptance itself is always measured on every example.
 """
 
 from __future__ import annotations
@@ -23,17 +23,26 @@ from models.metrics import metric
 from models.prompts.paprec.config import PaprecConfig
 from models.prompts.paprec.state import PaprecState, UserOutcome
 from models.prompts.selection import SearchExamples
-from models.ranking import item_logits, item_scorer, pad_rows, row_col_indices, rows_per_call
+from models.ranking import (
+    bos_row,
+    item_logits,
+    item_scorer,
+    pad_rows,
+    row_col_indices,
+    rows_per_call,
+)
 from models.rlm.model import RecLM
-from models.templates import TEMPLATES, render_tokens
+from models.templates import TEMPLATES, render_parts
 from models.text import is_word
 
 
 @dataclass
 class _Batch:
-    """Selection examples prepared once: base prompt ids, targets, items to exclude."""
+    """Selection examples prepared once: prompt ids around the triggers (the template's words
+    before them, the history items after them), targets, items to exclude."""
 
     base: list[list[int]]
+    history: list[list[int]]
     targets: np.ndarray
     exclude: list[list[int]]
     owner: np.ndarray
@@ -43,6 +52,7 @@ class _Batch:
     def rows(self, index: Sequence[int]) -> _Batch:
         return _Batch(
             base=[self.base[j] for j in index],
+            history=[self.history[j] for j in index],
             targets=self.targets[list(index)],
             exclude=[self.exclude[j] for j in index],
             owner=self.owner[list(index)],
@@ -102,15 +112,10 @@ class PaprecSearch:
     # ---- encoding -------------------------------------------------------------------------
     def prepare(self, examples: SearchExamples, rows: Sequence[int]) -> _Batch:
         unk = self.lm.tokenizer.unk_token_id
-        base = [
-            [
-                self.vocab.get(t, unk)
-                for t in render_tokens(self.template, examples.fields[j], self.lm.max_history)
-            ]
-            for j in rows
-        ]
+        parts = [render_parts(self.template, examples.fields[j], self.lm.max_history) for j in rows]
         return _Batch(
-            base=base,
+            base=[[self.vocab.get(t, unk) for t in words] for words, _ in parts],
+            history=[[self.vocab[t] for t in items] for _, items in parts],
             targets=np.array([examples.targets[j] for j in rows], dtype=np.int64),
             # Seen items are not ranked, except a target seen before (as the metrics do).
             exclude=[
@@ -126,8 +131,7 @@ class PaprecSearch:
         return [self.inverse[int(i)] for i in ids]
 
     def _encode(self, batch: _Batch, rows: range, triggers: Callable[[int], list[int]]):
-        eos = self.lm.tokenizer.eos_token_id
-        encoded = [batch.base[j] + triggers(j) + [eos] for j in rows]
+        encoded = [bos_row(self.lm, batch.base[j] + triggers(j) + batch.history[j]) for j in rows]
         return pad_rows(encoded, self.lm.tokenizer.pad_token_id, self.lm.device)
 
     def _logits(self, batch: _Batch, rows: range, ids, mask, embeds=None) -> torch.Tensor:
@@ -186,7 +190,14 @@ class PaprecSearch:
             targets = torch.as_tensor(batch.targets[lo : rows.stop], device=logits.device)
             logp = torch.log_softmax(logits, dim=1).gather(1, targets[:, None])
             logp.sum().backward()
-            at = torch.tensor([len(batch.base[j]) + position for j in rows], device=logits.device)
+            # counted from the end: a prompt too long for the model loses its first words
+            at = torch.tensor(
+                [
+                    int(mask[r].sum()) - len(batch.history[j]) - len(triggers(j)) + position
+                    for r, j in enumerate(rows)
+                ],
+                device=logits.device,
+            )
             grads.append(embeds.grad[torch.arange(len(rows)), at])
         return torch.cat(grads)
 
