@@ -232,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--concurrency", type=int, default=16)
     demo.add_argument("--seed", type=int, default=0, help="which cold users")
     demo.add_argument("--out", type=Path, help="also write per-user results as JSON")
+    demo.add_argument(
+        "--api-key", help="client key sent in X-API-Key, where the service requires one"
+    )
     demo.set_defaults(run=_demo)
 
     db = commands.add_parser("db", help="the service database (PROMPTREC_DATABASE_URL)")
@@ -451,7 +454,9 @@ def _demo(args: argparse.Namespace) -> int:
         ) from error
     users = cold_users(args.data, args.users, args.seed)
     print(f"replaying {len(users)} cold users of {args.data} against {args.url} ...")
-    results = asyncio.run(replay(args.url, users, args.timeout, args.concurrency))
+    results = asyncio.run(
+        replay(args.url, users, args.timeout, args.concurrency, api_key=args.api_key)
+    )
     print(table(results))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
@@ -90,7 +91,10 @@ class Settings(BaseSettings):
     @field_validator("client_api_keys", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
+        """`key1,key2` (or a JSON list) from the environment."""
         if isinstance(value, str):
+            if value.strip().startswith("["):
+                return json.loads(value)
             return [key.strip() for key in value.split(",") if key.strip()]
         return value
 
