@@ -57,6 +57,7 @@ from worker_testing import (  # noqa: E402
 from service.db.engine import make_sync_engine  # noqa: E402
 from service.db.prompt_loader import load_prompt_set  # noqa: E402
 from service.db.tables import Interaction, UserPrompt  # noqa: E402
+from worker.queue import GROUP  # noqa: E402
 
 MODEL = ROOT / "artifacts" / "rlm-small"
 PROMPTS = ROOT / "artifacts" / "prompts" / "sequential.json"
@@ -225,10 +226,23 @@ def queue_admin_job(stack: Stack, users: list[str]) -> str:
 # ---- faults -------------------------------------------------------------------------------
 
 
+def _busy_consumers(stack: Stack) -> set[str]:
+    """Consumers holding pending messages (a batch in hand)."""
+    client = redis.Redis.from_url(stack.redis_server.url, decode_responses=True)
+    try:
+        summary = client.xpending(f"{stack.env['PROMPTREC_REDIS_KEY_PREFIX']}search:stream", GROUP)
+    finally:
+        client.close()
+    return {c["name"] for c in summary.get("consumers") or [] if int(c["pending"]) > 0}
+
+
 def kill_a_worker(stack: Stack, view: JobView) -> None:
+    """SIGKILL the worker that holds the job's batch (its messages are pending)."""
     wait_for(lambda: view.statuses().get("running", 0) > 0, 120, "a batch to start")
-    busy = stack.workers.pop(0)
-    busy.kill()
+    busy = _busy_consumers(stack)
+    victim = next((w for w in stack.workers if w.log.stem in busy), stack.workers[0])
+    stack.workers.remove(victim)
+    victim.kill()
     stack.start_worker()
 
 
