@@ -7,7 +7,7 @@ MODEL ?= artifacts/rlm-small
 PROMPTS ?= artifacts/prompts/sequential.json
 STAMP := $(VENV)/.installed
 
-.PHONY: run test setup lint data train eval bench-quality bench-paprec bench-serve bench-worker clean
+.PHONY: run test setup lint data train eval bench-quality bench-paprec bench-serve bench-worker bench-faults clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -68,3 +68,9 @@ bench-worker: data
 # Writes bench/results/paprec.json (runs or resumes the prompt search into artifacts/prompts/).
 bench-paprec: data
 	$(BIN)/python bench/paprec.py --model $(MODEL) --data $(DATA) --out bench/results/paprec.json
+
+# Writes bench/results/faults.json: the production topology (private Postgres and Redis, API, two
+# workers) under client load, with each fault injected in turn (needs the Postgres server binaries
+# and redis-server, as the worker tests do).
+bench-faults: data
+	$(BIN)/python bench/faults.py --out bench/results/faults.json

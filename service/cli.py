@@ -146,8 +146,19 @@ def build_parser() -> argparse.ArgumentParser:
         default="all",
         help="users who get a personal search after the task-level one",
     )
-    search.add_argument("--task-tokens", type=int, default=5, help="m, shared trigger tokens")
-    search.add_argument("--personal-tokens", type=int, default=2, help="d, tokens per user")
+    # Defaults come from the config class: one place says what a search does by default.
+    search.add_argument(
+        "--task-tokens",
+        type=int,
+        default=PaprecConfig.task_tokens,
+        help=f"m, shared trigger tokens (default {PaprecConfig.task_tokens})",
+    )
+    search.add_argument(
+        "--personal-tokens",
+        type=int,
+        default=PaprecConfig.personal_tokens,
+        help=f"d, tokens per user (default {PaprecConfig.personal_tokens})",
+    )
     # The task rounds' setting, then the personal rounds' own (None: as the task's).
     for option, parse, what in (
         ("candidates", _positive_int, "top-k words per {} position"),
@@ -182,9 +193,14 @@ def build_parser() -> argparse.ArgumentParser:
         "scored on the rest; 0 goes straight to the rest "
         f"(default {PaprecConfig.recheck_fraction})",
     )
-    search.add_argument("--max-cycles", type=int, default=3)
-    search.add_argument("--max-seconds", type=float, help="task-level search budget")
-    search.add_argument("--seed", type=int, default=0)
+    search.add_argument("--max-cycles", type=int, default=PaprecConfig.max_cycles)
+    search.add_argument(
+        "--max-seconds",
+        type=float,
+        default=PaprecConfig.max_seconds,
+        help="task-level search budget",
+    )
+    search.add_argument("--seed", type=int, default=PaprecConfig.seed)
     search.add_argument("--restart", action="store_true", help="ignore a partial --out file")
     search.set_defaults(run=_search)
 
@@ -230,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--concurrency", type=int, default=16)
     demo.add_argument("--seed", type=int, default=0, help="which cold users")
     demo.add_argument("--out", type=Path, help="also write per-user results as JSON")
+    demo.add_argument(
+        "--api-key", help="client key sent in X-API-Key, where the service requires one"
+    )
     demo.set_defaults(run=_demo)
 
     db = commands.add_parser("db", help="the service database (PROMPTREC_DATABASE_URL)")
@@ -447,7 +466,9 @@ def _demo(args: argparse.Namespace) -> int:
         ) from error
     users = cold_users(args.data, args.users, args.seed)
     print(f"replaying {len(users)} cold users of {args.data} against {args.url} ...")
-    results = asyncio.run(replay(args.url, users, args.timeout, args.concurrency))
+    results = asyncio.run(
+        replay(args.url, users, args.timeout, args.concurrency, api_key=args.api_key)
+    )
     print(table(results))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

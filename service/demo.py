@@ -164,9 +164,11 @@ async def replay(
     timeout_s: float = 300.0,
     concurrency: int = 16,
     poll_s: float = 0.5,
+    api_key: str | None = None,
 ) -> list[ReplayResult]:
     limit = asyncio.Semaphore(concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=60.0) as client:
+    headers = {"X-API-Key": api_key} if api_key else {}  # a client key, where one is required
+    async with httpx.AsyncClient(base_url=url, timeout=60.0, headers=headers) as client:
 
         async def one(user: ReplayUser) -> ReplayResult:
             async with limit:

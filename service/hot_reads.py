@@ -2,7 +2,11 @@
 
 The prompt's task-level and personal parts are cached under their own keys; whoever commits a
 new version (the worker, a rollback) calls `invalidate_user_prompt` / `invalidate_task_prompt`
-right after the commit. The user's context (profile and history) is cached too, so a hot user's
+right after the commit. An invalidation can be lost (the committer killed in between, Redis
+writes paused), so a cached prompt part carries the time it was read and is read again after
+`prompt_refresh_s`: a lost invalidation is healed in seconds, not by the TTL. While the database
+is down, a part past that age is still served (stale if error) rather than failing the request.
+The user's context (profile and history) is cached too, so a hot user's
 recommendation reads no database at all; event ingestion calls `invalidate_user_contexts` after
 its commit, and a short TTL bounds staleness from writers that cannot (the dataset loader, or a
 read that raced an invalidation).
@@ -10,13 +14,20 @@ read that raced an invalidation).
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.cache import PromptCache
+from service.db.engine import DATABASE_UNAVAILABLE
 from service.repositories import interactions, prompts, users
+
+log = logging.getLogger("promptrec.cache")
+
+DEFAULT_REFRESH_S = 5.0
 
 
 def task_prompt_key(fingerprint: str, task: str) -> str:
@@ -50,8 +61,8 @@ class ServedPrompt:
 async def _task_part(session: AsyncSession, task: str, fingerprint: str) -> dict[str, Any]:
     row = await prompts.current_prompt_set(session, task, fingerprint)
     if row is None:
-        return {"tokens": [], "version": 0}
-    return {"tokens": list(row.tokens), "version": row.version}
+        return {"tokens": [], "version": 0, "read_at": time.time()}
+    return {"tokens": list(row.tokens), "version": row.version, "read_at": time.time()}
 
 
 async def _user_part(
@@ -59,8 +70,9 @@ async def _user_part(
 ) -> dict[str, Any]:
     row = await prompts.current_user_prompt(session, user_id, task, fingerprint)
     if row is None:
-        return {"tokens": [], "version": 0}
+        return {"tokens": [], "version": 0, "read_at": time.time()}
     return {
+        "read_at": time.time(),
         "tokens": list(row.tokens),
         "version": row.version,
         "metric_before": row.metric_before,
@@ -93,12 +105,25 @@ async def _context(session: AsyncSession, user_id: str) -> dict[str, Any]:
     }
 
 
+def _fresh(part: dict[str, Any] | None, refresh_s: float) -> dict[str, Any] | None:
+    """The cached part if it was read from the database less than `refresh_s` ago."""
+    if part is None or time.time() - part.get("read_at", 0.0) >= refresh_s:
+        return None
+    return part
+
+
 async def served_prompt(
-    session: AsyncSession, cache: PromptCache, user_id: str, task: str, fingerprint: str
+    session: AsyncSession,
+    cache: PromptCache,
+    user_id: str,
+    task: str,
+    fingerprint: str,
+    refresh_s: float = DEFAULT_REFRESH_S,
 ) -> ServedPrompt:
     keys = [task_prompt_key(fingerprint, task), user_prompt_key(fingerprint, task, user_id)]
-    parts = await cache.get_many(keys)
-    await _fill_misses(session, cache, keys, parts, user_id, task, fingerprint)
+    cached = await cache.get_many(keys)
+    parts = [_fresh(p, refresh_s) for p in cached]
+    await _fill_misses(session, cache, keys, parts, cached, user_id, task, fingerprint)
     return _prompt(*parts)
 
 
@@ -109,21 +134,24 @@ async def recommendation_inputs(
     task: str,
     fingerprint: str,
     context_ttl_s: float,
+    refresh_s: float = DEFAULT_REFRESH_S,
 ) -> tuple[ServedPrompt, UserContext]:
     """The prompt and the context, in one cache round trip; a user never seen is recorded.
-    A database session is opened only on a cache miss (a hot user costs none)."""
+    A database session is opened only on a cache miss (a hot user costs none, but for one
+    read of its prompt parts every `refresh_s`)."""
     keys = [
         task_prompt_key(fingerprint, task),
         user_prompt_key(fingerprint, task, user_id),
         user_context_key(user_id),
     ]
-    parts = await cache.get_many(keys)
+    cached = await cache.get_many(keys)
+    parts = [_fresh(cached[0], refresh_s), _fresh(cached[1], refresh_s), cached[2]]
     if None in parts:
         async with sessions() as session:
             if parts[2] is None:
                 parts[2] = await _context(session, user_id)
                 await cache.set(keys[2], parts[2], ttl_s=context_ttl_s)
-            await _fill_misses(session, cache, keys[:2], parts, user_id, task, fingerprint)
+            await _fill_misses(session, cache, keys[:2], parts, cached, user_id, task, fingerprint)
     task_part, user_part, context = parts
     return _prompt(task_part, user_part), UserContext(
         context["age"], context["gender"], context["occupation"], tuple(context["history"])
@@ -135,17 +163,26 @@ async def _fill_misses(
     cache: PromptCache,
     keys: list[str],
     parts: list[dict[str, Any] | None],
+    cached: list[dict[str, Any] | None],
     user_id: str,
     task: str,
     fingerprint: str,
 ) -> None:
-    """Reads the missing prompt parts (parts[0]: task-level, parts[1]: personal) and caches them."""
-    if parts[0] is None:
-        parts[0] = await _task_part(session, task, fingerprint)
-        await cache.set(keys[0], parts[0])
-    if parts[1] is None:
-        parts[1] = await _user_part(session, user_id, task, fingerprint)
-        await cache.set(keys[1], parts[1])
+    """Reads the missing prompt parts (parts[0]: task-level, parts[1]: personal) and caches
+    them. With the database down, a cached part past its refresh age is served as it is."""
+    try:
+        if parts[0] is None:
+            parts[0] = await _task_part(session, task, fingerprint)
+            await cache.set(keys[0], parts[0])
+        if parts[1] is None:
+            parts[1] = await _user_part(session, user_id, task, fingerprint)
+            await cache.set(keys[1], parts[1])
+    except DATABASE_UNAVAILABLE:
+        if any(parts[n] is None and cached[n] is None for n in (0, 1)):
+            raise
+        log.warning("database unavailable, serving a cached prompt", extra={"user": user_id})
+        for n in (0, 1):
+            parts[n] = parts[n] or cached[n]
 
 
 def _prompt(task_part: dict[str, Any], user_part: dict[str, Any]) -> ServedPrompt:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///data/promptrec.db"
 
@@ -22,7 +24,12 @@ class Settings(BaseSettings):
     # Redis for the hot per-user prompt; None keeps an in-process cache with the same interface.
     redis_url: str | None = None
     redis_key_prefix: str = "promptrec:"
+    # How long a cached prompt may be served while the database is down (stale-if-error).
     prompt_cache_ttl_s: int = Field(3600, ge=1)
+    # A cached prompt older than this is read again from the database: a lost invalidation
+    # (a worker killed between its commit and its invalidation, Redis writes paused) serves an
+    # old prompt for at most this long, not for the whole TTL.
+    prompt_refresh_s: float = Field(5.0, gt=0)
     # A user's profile and history are cached too (invalidated by event ingestion); this bounds
     # how long a change by another writer (`promptrec db load-dataset`) can go unseen.
     user_context_ttl_s: float = Field(300.0, gt=0)
@@ -37,6 +44,13 @@ class Settings(BaseSettings):
 
     # Admin routes need this key in X-API-Key; without one they answer 401 to everyone.
     admin_api_key: SecretStr | None = None
+    # Client routes (recommendations, events, prompts) need one of these keys in X-API-Key when
+    # any is set (comma-separated in the environment); none: open, as the embedded demo runs.
+    client_api_keys: Annotated[list[SecretStr], NoDecode] = []
+    # Per client key: a token bucket refilled at this rate, holding at most `burst` requests;
+    # past it a request is answered 429 with Retry-After. Per API process.
+    client_rate_limit_per_s: float = Field(50.0, gt=0)
+    client_rate_burst: int = Field(100, ge=1)
 
     # Micro-batching of ranking requests.
     max_batch_size: int = Field(64, ge=1)
@@ -73,6 +87,16 @@ class Settings(BaseSettings):
     )  # ceiling of the retry delay when a store is down
 
     log_level: str = "INFO"
+
+    @field_validator("client_api_keys", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        """`key1,key2` (or a JSON list) from the environment."""
+        if isinstance(value, str):
+            if value.strip().startswith("["):
+                return json.loads(value)
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
 
 
 @lru_cache

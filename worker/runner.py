@@ -17,11 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis.exceptions
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from models.prompts.paprec.config import PaprecConfig
 from models.rlm.model import RecLM
 from service.cache import PromptCache
+from service.db.engine import DATABASE_UNAVAILABLE
 from service.hot_reads import invalidate_user_prompt
 from service.inference import Catalog
 from service.observability import (
@@ -37,8 +38,10 @@ from worker.searcher import NotEnoughHistory, PersonalSearcher
 
 log = logging.getLogger("promptrec.worker")
 
+# A store that is down or unreachable: the batch is kept and retried after a backoff. Not any
+# database error: an IntegrityError or a bug would be retried forever as an "outage".
 STORE_ERRORS = (
-    DBAPIError,
+    *DATABASE_UNAVAILABLE,
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
     OSError,
@@ -107,12 +110,22 @@ class Worker:
         self.queue = queue
         self.cache = cache
         self.fingerprint = fingerprint
-        self.searcher = PersonalSearcher(lm, catalog)
+        self.lm, self.catalog = lm, catalog
+        self.searcher = PersonalSearcher(lm, catalog)  # the default settings
+        self._searchers: dict[PaprecConfig, PersonalSearcher] = {}
         self.backoff = Backoff(settings.worker_max_backoff_s)
         self._stop = asyncio.Event()
         self._next_schedule = 0.0
         self._next_reconcile = 0.0
         self._reconciled_once = False
+
+    def searcher_for(self, config: PaprecConfig) -> PersonalSearcher:
+        """The searcher of a prompt set's settings (one per distinct config, kept)."""
+        if config == self.searcher.config:
+            return self.searcher
+        if config not in self._searchers:
+            self._searchers[config] = PersonalSearcher(self.lm, self.catalog, config)
+        return self._searchers[config]
 
     def stop(self) -> None:
         """Finish the batch in hand, then return from `run` (SIGTERM lands here)."""
@@ -280,6 +293,12 @@ class Worker:
             for d in live
             if d.search.key not in items or items[d.search.key].status in store.FINISHED
         ]
+        # A redelivery of a finished user: the delivery before may have committed and died (or
+        # met paused Redis writes) before its invalidation, so invalidate again, then ack.
+        for d in finished:
+            await invalidate_user_prompt(
+                self.cache, self.fingerprint, d.search.task, d.search.user_id
+            )
         await self.queue.ack(finished)
         report.skipped += len(finished)
         todo = [d for d in live if d not in finished]
@@ -294,11 +313,19 @@ class Worker:
         self, task: str, batch: list[Delivery], items: dict[tuple[str, str], store.WorkItem]
     ) -> tuple[int, int]:
         async with self.sessions() as session:
-            tokens = await store.task_tokens(session, task, self.fingerprint)
+            prompt = await store.task_prompt(session, task, self.fingerprint)
             users = await store.load_users(
                 session, [d.search.user_id for d in batch], task, self.fingerprint
             )
-        outcomes, errors = await asyncio.to_thread(self._compute, task, batch, items, users, tokens)
+        outcomes, errors, final = await asyncio.to_thread(
+            self._compute,
+            task,
+            batch,
+            items,
+            users,
+            prompt.tokens,
+            self.searcher_for(prompt.config),
+        )
         async with self.sessions() as session:
             written = await store.finish(session, outcomes)
         for search in written:
@@ -307,10 +334,15 @@ class Worker:
             WORKER_USERS.labels(o.outcome).inc()
         ok = {o.search.key for o in outcomes}
         await self.queue.ack([d for d in batch if d.search.key in ok])
-        # A failed user is not acknowledged: the message is delivered again after the claim
-        # timeout, until the delivery limit moves it to the dead-letter stream.
+        # A failure no retry can mend (too little history, the user gone) fails at once.
         for d in batch:
-            if d.search.key in errors:
+            if d.search.key in final:
+                await self._dead_letter(d, errors[d.search.key])
+                WORKER_USERS.labels("error").inc()
+        # Any other failed user is not acknowledged: the message is delivered again after the
+        # claim timeout, until the delivery limit moves it to the dead-letter stream.
+        for d in batch:
+            if d.search.key in errors and d.search.key not in final:
                 async with self.sessions() as session:
                     await store.record_error(session, d.search, errors[d.search.key], final=False)
                 WORKER_USERS.labels("error").inc()
@@ -331,32 +363,37 @@ class Worker:
         items: dict[tuple[str, str], store.WorkItem],
         users: dict[str, store.UserData],
         tokens: list[str],
-    ) -> tuple[list[store.Outcome], dict[tuple[str, str], str]]:
-        """Drift checks, then one batched search for the rest (synchronous: runs in a thread)."""
+        searcher: PersonalSearcher | None = None,
+    ) -> tuple[list[store.Outcome], dict[tuple[str, str], str], set[tuple[str, str]]]:
+        """Drift checks, then one batched search for the rest (synchronous: runs in a thread).
+        Returns the outcomes, the errors by (job, user), and which errors are final (a retry
+        cannot succeed)."""
+        searcher = searcher or self.searcher
         errors: dict[tuple[str, str], str] = {}
+        final: set[tuple[str, str]] = set()
         by_user = {}
         for d in batch:
             user = users.get(d.search.user_id)
             if user is None:
                 errors[d.search.key] = f"user {d.search.user_id} no longer exists"
+                final.add(d.search.key)
                 continue
             try:
-                self.searcher.check(user)
+                searcher.check(user)
             except NotEnoughHistory as error:
                 errors[d.search.key] = f"{type(error).__name__}: {error}"
+                final.add(d.search.key)
                 continue
             by_user[d.search.user_id] = d
         drifting = [users[u] for u, d in by_user.items() if items[d.search.key].scope == "drifting"]
-        checks, check_errors = _isolating(lambda us: self.searcher.drift(us, tokens), drifting)
+        checks, check_errors = _isolating(lambda us: searcher.drift(us, tokens), drifting)
         outcomes = []
         for user_id, check in checks.items():
             if check.personal_wins:
                 outcomes.append(store.Outcome(by_user[user_id].search, "personal_still_wins", None))
         settled = {o.search.user_id for o in outcomes} | set(check_errors)
         to_search = [users[u] for u in by_user if u not in settled]
-        results, search_errors = _isolating(
-            lambda us: self.searcher.personal(us, tokens), to_search
-        )
+        results, search_errors = _isolating(lambda us: searcher.personal(us, tokens), to_search)
         for user_id, result in results.items():
             search = by_user[user_id].search
             prompt = SearchedPrompt(
@@ -377,4 +414,4 @@ class Worker:
             outcomes.append(store.Outcome(search, outcome, prompt))
         for user_id, error in {**check_errors, **search_errors}.items():
             errors[by_user[user_id].search.key] = error
-        return outcomes, errors
+        return outcomes, errors, final

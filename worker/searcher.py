@@ -18,7 +18,8 @@ MAX_DRIFT_EVENTS = 50  # a drift check scores at most this many recent events
 
 
 class NotEnoughHistory(ValueError):
-    """The user has too few interactions with items the model knows to search on."""
+    """The user has too few interactions with items the model knows to search on. Retrying
+    cannot help (until new events arrive, which schedule a new job): the search fails at once."""
 
 
 @dataclass(frozen=True)
@@ -63,11 +64,12 @@ class PersonalSearcher:
         )
 
     def drift(self, users: list[UserData], task_tokens: list[str]) -> dict[str, DriftCheck]:
-        """Task-level vs personal prompt on each user's events since their last search."""
-        width = self.config.personal_tokens
-        checkable = [u for u in users if len(u.personal_tokens) == width]
-        out = {u.user_id: DriftCheck(0.0, 0.0) for u in users if len(u.personal_tokens) != width}
-        for recent, group in _by_recent(checkable).items():
+        """Task-level vs personal prompt on each user's events since their last search. A user
+        without personal tokens has nothing to defend (the check says search); any number of
+        personal tokens is checked as it is, whatever the set's current width."""
+        checkable = [u for u in users if u.personal_tokens]
+        out = {u.user_id: DriftCheck(0.0, 0.0) for u in users if not u.personal_tokens}
+        for (recent, _width), group in _by_recent(checkable).items():
             examples = self._examples(group, recent, 0)
             before, after = self.search.compare_personal(
                 examples, task_tokens, [u.personal_tokens for u in group]
@@ -84,10 +86,11 @@ class PersonalSearcher:
         return self.search.search_personal(examples, task_tokens)
 
 
-def _by_recent(users: list[UserData]) -> dict[int, list[UserData]]:
-    """Users grouped by how many recent events their drift check scores (at least one)."""
-    groups: dict[int, list[UserData]] = {}
+def _by_recent(users: list[UserData]) -> dict[tuple[int, int], list[UserData]]:
+    """Users grouped by how many recent events their drift check scores (at least one) and by
+    their number of personal tokens (one batched comparison takes one width)."""
+    groups: dict[tuple[int, int], list[UserData]] = {}
     for u in users:
         recent = min(max(1, u.events_since_search), MAX_DRIFT_EVENTS)
-        groups.setdefault(recent, []).append(u)
+        groups.setdefault((recent, len(u.personal_tokens)), []).append(u)
     return groups

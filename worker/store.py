@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import exists, func, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from models.prompts.paprec.config import PaprecConfig
 from service.db.tables import Interaction, SearchJob, SearchJobUser, User, UserPrompt
 from service.repositories import jobs, users
 from service.repositories.prompts import (
@@ -20,6 +21,7 @@ from service.repositories.prompts import (
     add_user_prompt,
     current_prompt_set,
     current_user_prompts,
+    stored_config,
 )
 from worker.queue import SearchTask
 
@@ -83,9 +85,18 @@ async def start_batch(
     return out
 
 
-async def task_tokens(session: AsyncSession, task: str, fingerprint: str) -> list[str]:
+@dataclass(frozen=True)
+class TaskPrompt:
+    """The task's current prompt set: its tokens, and the settings it was searched with (which
+    every personal search and drift check on top of it uses)."""
+
+    tokens: list[str]
+    config: PaprecConfig
+
+
+async def task_prompt(session: AsyncSession, task: str, fingerprint: str) -> TaskPrompt:
     row = await current_prompt_set(session, task, fingerprint)
-    return list(row.tokens) if row is not None else []
+    return TaskPrompt(list(row.tokens) if row is not None else [], stored_config(row))
 
 
 async def load_users(
@@ -131,7 +142,8 @@ async def finish(session: AsyncSession, outcomes: list[Outcome]) -> list[SearchT
     """Write the outcomes in one transaction; returns the searches whose prompt version was
     written (their cache entries are invalidated after the commit)."""
     written = []
-    for o in outcomes:
+    # In user order: two workers finishing overlapping users lock their rows in one order.
+    for o in sorted(outcomes, key=lambda o: (o.search.user_id, o.search.job_id)):
         row = await session.get(SearchJobUser, o.search.key, with_for_update=True)
         if row is None or row.status in FINISHED:
             continue  # a duplicate delivery, already recorded

@@ -6,15 +6,15 @@ import gc
 import logging
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
 from models.rlm.model import RecLM
+from service.api.deps import ClientKeyDep
+from service.api.errors import install_error_handlers
 from service.api.middleware import RequestContextMiddleware
 from service.api.routes import admin, events, health, prompts, recommendations
 from service.api.runtime import start_runtime
 from service.api.schemas import Problem
-from service.batching import DeadlineExceeded, Overloaded
 from service.observability import configure_logging
 from service.settings import Settings, get_settings
 
@@ -53,28 +53,17 @@ def create_app(
         responses={
             400: {"model": Problem, "description": "a body that is not valid JSON"},
             413: {"model": Problem, "description": "request body too large"},
+            503: {"model": Problem, "description": "database unavailable; retry after Retry-After"},
         },
     )
     app.state.runtime = None
-    for module in (recommendations, events, prompts, admin, health):
+    # The client key scheme is in the spec only when keys are configured (else they are open).
+    client = [ClientKeyDep] if settings.client_api_keys else []
+    for module in (recommendations, events, prompts):
+        app.include_router(module.router, dependencies=client)
+    for module in (admin, health):
         app.include_router(module.router)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
 
-    @app.exception_handler(Overloaded)
-    async def overloaded(_request: Request, _error: Overloaded) -> JSONResponse:
-        return JSONResponse(
-            {"detail": "too many requests queued; retry later"},
-            status_code=429,
-            headers={"Retry-After": str(settings.retry_after_s)},
-        )
-
-    @app.exception_handler(DeadlineExceeded)
-    async def deadline(_request: Request, _error: DeadlineExceeded) -> JSONResponse:
-        return JSONResponse({"detail": "the request's deadline passed"}, status_code=503)
-
-    @app.exception_handler(Exception)
-    async def unexpected(_request: Request, error: Exception) -> JSONResponse:
-        log.error("unhandled error", exc_info=error)
-        return JSONResponse({"detail": "internal error"}, status_code=500)
-
+    install_error_handlers(app, settings)
     return app

@@ -1,8 +1,7 @@
-"""`Annotated` dependencies so handlers stay short: the runtime, a DB session, admin auth."""
+"""`Annotated` dependencies so handlers stay short: the runtime, a DB session, the key schemes."""
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -10,6 +9,7 @@ from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.security import APIKeyHeader
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.api.access import check_admin_key
 from service.api.runtime import Runtime
 
 
@@ -32,23 +32,28 @@ async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
-api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="admin API key")
+api_key_header = APIKeyHeader(
+    name="X-API-Key", auto_error=False, scheme_name="AdminKey", description="admin API key"
+)
+client_key_header = APIKeyHeader(
+    name="X-API-Key",
+    auto_error=False,
+    scheme_name="ClientKey",
+    description="client API key (when PROMPTREC_CLIENT_API_KEYS is set)",
+)
 
 
 async def require_admin(
     runtime: RuntimeDep, api_key: Annotated[str | None, Security(api_key_header)]
 ) -> None:
-    """401 without a key, 403 with a wrong one; compared in constant time, never logged."""
-    if not api_key:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, "missing X-API-Key", {"WWW-Authenticate": "APIKey"}
-        )
-    expected = runtime.settings.admin_api_key
-    if expected is None or not secrets.compare_digest(
-        api_key.encode("utf-8", "surrogateescape"),
-        expected.get_secret_value().encode("utf-8", "surrogateescape"),
-    ):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "wrong API key")
+    """401 without a key (or with none configured), 403 with a wrong one. `AdminRoute` has
+    checked this before the body was read; as a dependency it also documents the scheme."""
+    check_admin_key(runtime.settings, api_key)
+
+
+async def document_client_key(_key: Annotated[str | None, Security(client_key_header)]) -> None:
+    """Only shows the client key in the OpenAPI spec: `ClientRoute` checks it."""
 
 
 AdminDep = Depends(require_admin)
+ClientKeyDep = Depends(document_client_key)

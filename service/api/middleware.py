@@ -38,12 +38,26 @@ class RequestContextMiddleware:
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
             await send(message)
 
+        started_response = False
+
+        async def send_tracked(message) -> None:
+            nonlocal started_response
+            started_response = started_response or message["type"] == "http.response.start"
+            await send_with_id(message)
+
         try:
             body = await self._read_body(scope, receive, headers)
             if body is None:
                 await self._too_large(send_with_id)
             else:
-                await self.app(scope, self._replay(body, receive), send_with_id)
+                await self.app(scope, self._replay(body, receive), send_tracked)
+        except Exception as error:
+            # Answered here rather than by Starlette's ServerErrorMiddleware, which re-raises
+            # after answering: uvicorn then closes the client's keep-alive connection.
+            if started_response:
+                raise
+            log.error("unhandled error", exc_info=error)
+            await self._send_json(send_with_id, 500, {"detail": "internal error"})
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
@@ -99,13 +113,17 @@ class RequestContextMiddleware:
         return replay
 
     async def _too_large(self, send) -> None:
-        payload = json.dumps(
-            {"detail": f"request body larger than {self.max_body_bytes} bytes"}
-        ).encode()
+        await self._send_json(
+            send, 413, {"detail": f"request body larger than {self.max_body_bytes} bytes"}
+        )
+
+    @staticmethod
+    async def _send_json(send, status: int, body: dict) -> None:
+        payload = json.dumps(body).encode()
         await send(
             {
                 "type": "http.response.start",
-                "status": 413,
+                "status": status,
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(payload)).encode()),

@@ -80,6 +80,11 @@ class PromptSet(Base):
     version: Mapped[int] = mapped_column(Integer)
     tokens: Mapped[list[str]] = mapped_column(JsonValue)
     metrics: Mapped[dict[str, Any]] = mapped_column(JsonValue, default=dict)
+    # The search settings the set was made with (PaprecConfig as JSON): the workers' personal
+    # searches and drift checks use them, so that later searches match the set.
+    config: Mapped[dict[str, Any] | None] = mapped_column(JsonValue)
+    # When the set was searched (the file's created_at): a file never replaces a newer version.
+    searched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _created()
 
 
@@ -92,6 +97,10 @@ class SearchJob(Base):
     status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
     model_fingerprint: Mapped[str] = mapped_column(String(FINGERPRINT_LENGTH))
     error: Mapped[str | None] = mapped_column(Text)
+    # The client's Idempotency-Key (unique): the same key posted again answers this job. The
+    # request's hash tells a retry from a different request that reuses the key.
+    idempotency_key: Mapped[str | None] = mapped_column(String(ID_LENGTH), unique=True)
+    request_hash: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()

@@ -12,14 +12,23 @@ from service.db.tables import SearchJob, SearchJobUser
 
 
 async def create_job(
-    session: AsyncSession, task: str, scope: str, fingerprint: str, user_ids: list[str]
+    session: AsyncSession,
+    task: str,
+    scope: str,
+    fingerprint: str,
+    user_ids: list[str],
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
 ) -> SearchJob:
+    """A queued job with one row per distinct user (in the order first given)."""
     job = SearchJob(
         job_id=uuid.uuid4().hex,
         task=task,
         scope=scope,
         status="queued",
         model_fingerprint=fingerprint,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
     )
     job.users = [SearchJobUser(user_id=u, status="queued") for u in dict.fromkeys(user_ids)]
     session.add(job)
@@ -30,4 +39,12 @@ async def create_job(
 async def get_job(session: AsyncSession, job_id: str) -> SearchJob | None:
     return await session.scalar(
         select(SearchJob).where(SearchJob.job_id == job_id).options(selectinload(SearchJob.users))
+    )
+
+
+async def job_by_idempotency_key(session: AsyncSession, key: str) -> SearchJob | None:
+    return await session.scalar(
+        select(SearchJob)
+        .where(SearchJob.idempotency_key == key)
+        .options(selectinload(SearchJob.users))
     )

@@ -9,6 +9,8 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from models.prompts.paprec.config import PaprecConfig
+from models.prompts.paprec.state import config_from_json
 from service.db.tables import PromptSet, User, UserPrompt
 
 
@@ -21,6 +23,14 @@ async def current_prompt_set(
         .order_by(PromptSet.version.desc())
         .limit(1)
     )
+
+
+def stored_config(row: PromptSet | None) -> PaprecConfig:
+    """The search settings a prompt set was made with (the defaults for a set stored without
+    them, or for no set at all)."""
+    if row is None or not row.config:
+        return PaprecConfig()
+    return config_from_json(row.config)
 
 
 def _served_versions(task: str, fingerprint: str):
@@ -95,7 +105,13 @@ class SearchedPrompt:
 async def add_user_prompt(session: AsyncSession, prompt: SearchedPrompt) -> UserPrompt:
     """Write the next version of a user's prompt and reset the user's drift counter.
 
-    The caller commits, then invalidates the cached prompt (`PromptCache.invalidate`)."""
+    Safe with concurrent writers of the same user: the counter reset comes first and locks the
+    user's row (Postgres: until commit; SQLite: the database's write lock), so the next
+    writer reads `max(version)` only after this one committed. The caller commits, then
+    invalidates the cached prompt (`invalidate_user_prompt`)."""
+    await session.execute(
+        update(User).where(User.user_id == prompt.user_id).values(events_since_search=0)
+    )
     latest = await session.scalar(
         select(func.max(UserPrompt.version)).where(
             UserPrompt.user_id == prompt.user_id, UserPrompt.task == prompt.task
@@ -114,9 +130,6 @@ async def add_user_prompt(session: AsyncSession, prompt: SearchedPrompt) -> User
         job_id=prompt.job_id,
     )
     session.add(row)
-    await session.execute(
-        update(User).where(User.user_id == prompt.user_id).values(events_since_search=0)
-    )
     await session.flush()
     return row
 
@@ -128,7 +141,9 @@ async def roll_back_user_prompt(
     current is None when the user is back on the task-level prompt; None if there was no
     current version to roll back."""
     current = await current_user_prompt(session, user_id, task, fingerprint)
-    if current is None:
+    if current is None or not current.tokens:
+        # No personal tokens are served (a version with none records a search that kept the
+        # task-level prompt): there is nothing to roll back.
         return None
     current.rolled_back_at = datetime.now(UTC)
     await session.flush()

@@ -61,7 +61,7 @@ def test_a_drift_check_keeps_a_winning_personal_prompt_and_re_searches_a_losing_
     searcher = StandInSearcher({"winner": True, "loser": False})
     worker = _worker(lm, tmp_path, searcher)
     deliveries, items, users = _batch({"winner": "drifting", "loser": "drifting", "new": "new"})
-    outcomes, errors = worker._compute("sequential", deliveries, items, users, ["the"])
+    outcomes, errors, _final = worker._compute("sequential", deliveries, items, users, ["the"])
     assert errors == {}
     by_user = {o.search.user_id: o for o in outcomes}
     assert by_user["winner"].outcome == "personal_still_wins" and by_user["winner"].prompt is None
@@ -77,7 +77,7 @@ def test_one_failing_user_does_not_fail_the_batch(lm, tmp_path):
     worker = _worker(lm, tmp_path, searcher)
     scopes = {f"u{k}": "users" for k in range(7)} | {"poison": "users"}
     deliveries, items, users = _batch(scopes)
-    outcomes, errors = worker._compute("sequential", deliveries, items, users, ["the"])
+    outcomes, errors, _final = worker._compute("sequential", deliveries, items, users, ["the"])
     assert sorted(o.search.user_id for o in outcomes) == sorted(u for u in scopes if u != "poison")
     assert list(errors) == [("job-users", "poison")]
     assert "breaks the search" in errors[("job-users", "poison")]

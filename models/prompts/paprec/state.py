@@ -13,6 +13,18 @@ from models.prompts.rendering import UserPrompt
 FORMAT = "promptrec.prompt-set/1"
 
 
+def config_from_json(config: dict) -> PaprecConfig:
+    """The config as `PromptSet.save` wrote it (JSON lists back to tuples)."""
+    config = dict(config)
+    for key in ("personal_candidates", "personal_metrics"):
+        # A file from before these settings was searched with the task's for both.
+        config.setdefault(key, None)
+    for key in ("metrics", "personal_metrics"):
+        if config[key] is not None:
+            config[key] = tuple(config[key])
+    return PaprecConfig(**config)
+
+
 @dataclass
 class UserOutcome:
     tokens: list[str]
@@ -81,13 +93,6 @@ class PromptSet:
         body = json.loads(Path(path).read_text())
         if body.get("format") != FORMAT:
             raise ValueError(f"{path} is not a prompt set file ({FORMAT})")
-        config = body["config"]
-        for key in ("personal_candidates", "personal_metrics"):
-            # A file from before these settings was searched with the task's for both.
-            config.setdefault(key, None)
-        for key in ("metrics", "personal_metrics"):
-            if config[key] is not None:
-                config[key] = tuple(config[key])
         outcomes = {
             user: UserOutcome(**{k: v for k, v in o.items() if k != "text"})
             for user, o in body["users"].items()
@@ -101,7 +106,7 @@ class PromptSet:
         )
         return cls(
             body["task"],
-            PaprecConfig(**config),
+            config_from_json(body["config"]),
             state,
             body["model_fingerprint"],
             body["created_at"],

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import Counter
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Query, status
+from fastapi import APIRouter, Header, HTTPException, Path, Query, status
+from sqlalchemy.exc import IntegrityError
 
+from service.api.access import AdminRoute
 from service.api.deps import AdminDep, RuntimeDep, SessionDep
 from service.api.routes.prompts import prompt_view
 from service.api.schemas import (
@@ -20,6 +23,7 @@ from service.api.schemas import (
     PromptView,
     Task,
 )
+from service.db.tables import SearchJob
 from service.hot_reads import invalidate_user_prompt, served_prompt
 from service.repositories import jobs, users
 from service.repositories import prompts as prompt_repo
@@ -31,6 +35,7 @@ log = logging.getLogger("promptrec.api")
 router = APIRouter(
     prefix="/v1/admin",
     tags=["admin"],
+    route_class=AdminRoute,
     dependencies=[AdminDep],
     responses={
         401: {"model": Problem, "description": "missing X-API-Key"},
@@ -40,6 +45,15 @@ router = APIRouter(
 
 UserId = Annotated[str, Path(pattern=ID_PATTERN, description="the user's id")]
 JobId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="the job's id")]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        pattern=ID_PATTERN,
+        description="a key of the client's choosing: the same request posted again with it "
+        "answers the job the first one made",
+    ),
+]
 
 
 @router.post(
@@ -49,11 +63,21 @@ JobId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="the job's id
     responses={422: {"model": Problem, "description": "invalid input or unknown users"}},
 )
 async def create_search_job(
-    body: JobCreate, runtime: RuntimeDep, session: SessionDep
+    body: JobCreate,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> JobCreated:
     """Queue a prompt search for the given users, or for a scope: `new` (no personal prompt yet
-    and enough events), `drifting` (enough events since the last search), `all`."""
+    and enough events), `drifting` (enough events since the last search), `all`. With an
+    `Idempotency-Key`, the same request posted again answers the job the first one made
+    (nobody is searched twice); the key reused for another request is a 422."""
     settings = runtime.settings
+    request_hash = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+    if idempotency_key is not None:
+        existing = await jobs.job_by_idempotency_key(session, idempotency_key)
+        if existing is not None:
+            return _replayed(existing, request_hash)
     if body.user_ids is not None:
         missing = set(body.user_ids) - await users.existing_user_ids(session, body.user_ids)
         if missing:
@@ -67,10 +91,22 @@ async def create_search_job(
         user_ids = await users.scope_user_ids(
             session, scope, body.task, settings.new_user_events, settings.drift_events
         )
-    job = await jobs.create_job(session, body.task, scope, runtime.fingerprint, user_ids)
+    job = await jobs.create_job(
+        session, body.task, scope, runtime.fingerprint, user_ids, idempotency_key, request_hash
+    )
     if not job.users:
         job.status = "done"  # nothing to search
-    await session.commit()
+    try:
+        await session.commit()
+    except IntegrityError:
+        if idempotency_key is None:
+            raise
+        # The same key posted concurrently: the other request made the job.
+        await session.rollback()
+        existing = await jobs.job_by_idempotency_key(session, idempotency_key)
+        if existing is None:
+            raise
+        return _replayed(existing, request_hash)
     try:
         await runtime.queue.enqueue(
             [SearchTask(job.job_id, u.user_id, body.task) for u in job.users]
@@ -80,9 +116,26 @@ async def create_search_job(
         log.warning(
             "could not enqueue job", extra={"job": job.job_id, "error": type(error).__name__}
         )
+    return _created(job)
+
+
+def _created(job: SearchJob) -> JobCreated:
     return JobCreated(
-        job_id=job.job_id, status=job.status, task=body.task, scope=scope, user_count=len(user_ids)
+        job_id=job.job_id,
+        status=job.status,
+        task=job.task,
+        scope=job.scope,
+        user_count=len(job.users),  # distinct users
     )
+
+
+def _replayed(job: SearchJob, request_hash: str) -> JobCreated:
+    if job.request_hash != request_hash:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            "this Idempotency-Key was used for another request; use a new key",
+        )
+    return _created(job)
 
 
 @router.get(
@@ -139,5 +192,12 @@ async def roll_back_prompt(
         raise HTTPException(status.HTTP_409_CONFLICT, "the user has no personal prompt")
     await session.commit()
     await invalidate_user_prompt(runtime.cache, runtime.fingerprint, task, user_id)
-    prompt = await served_prompt(session, runtime.cache, user_id, task, runtime.fingerprint)
+    prompt = await served_prompt(
+        session,
+        runtime.cache,
+        user_id,
+        task,
+        runtime.fingerprint,
+        runtime.settings.prompt_refresh_s,
+    )
     return prompt_view(runtime, user_id, task, prompt)

@@ -6,12 +6,18 @@ import time
 
 from fastapi import APIRouter, HTTPException, status
 
+from service.api.access import CLIENT_RESPONSES, ClientRoute
 from service.api.deps import RuntimeDep, SessionDep
 from service.api.schemas import EventIn, EventResult, EventsRequest, EventsResponse, Problem
 from service.hot_reads import invalidate_user_contexts
 from service.repositories import interactions, items, users
 
-router = APIRouter(prefix="/v1", tags=["events"])
+router = APIRouter(
+    prefix="/v1",
+    tags=["events"],
+    route_class=ClientRoute,
+    responses=CLIENT_RESPONSES,
+)
 
 
 def _seconds(event: EventIn) -> int:

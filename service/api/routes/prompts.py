@@ -6,13 +6,19 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
 
+from service.api.access import CLIENT_RESPONSES, ClientRoute
 from service.api.deps import RuntimeDep, SessionDep
 from service.api.runtime import Runtime
 from service.api.schemas import ID_PATTERN, Problem, PromptView, Task
 from service.hot_reads import ServedPrompt, served_prompt
 from service.repositories import users
 
-router = APIRouter(prefix="/v1/users", tags=["prompts"])
+router = APIRouter(
+    prefix="/v1/users",
+    tags=["prompts"],
+    route_class=ClientRoute,
+    responses=CLIENT_RESPONSES,
+)
 
 UserId = Annotated[str, Path(pattern=ID_PATTERN, description="the user's id")]
 TaskQuery = Annotated[Task, Query(description="sequential or direct")]
@@ -46,5 +52,12 @@ async def get_prompt(
 ) -> PromptView:
     if await users.get_user(session, user_id) is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown user {user_id}")
-    prompt = await served_prompt(session, runtime.cache, user_id, task, runtime.fingerprint)
+    prompt = await served_prompt(
+        session,
+        runtime.cache,
+        user_id,
+        task,
+        runtime.fingerprint,
+        runtime.settings.prompt_refresh_s,
+    )
     return prompt_view(runtime, user_id, task, prompt)

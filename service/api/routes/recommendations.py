@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, status
 
 from models.prompts.rendering import UserPrompt
+from service.api.access import CLIENT_RESPONSES, ClientRoute
 from service.api.deps import RuntimeDep
 from service.api.schemas import (
     ID_PATTERN,
@@ -20,7 +21,12 @@ from service.api.schemas import (
 from service.hot_reads import recommendation_inputs
 from service.inference import RankRequest, prompt_tokens, user_profile
 
-router = APIRouter(prefix="/v1/users", tags=["recommendations"])
+router = APIRouter(
+    prefix="/v1/users",
+    tags=["recommendations"],
+    route_class=ClientRoute,
+    responses=CLIENT_RESPONSES,
+)
 
 UserId = Annotated[str, Path(pattern=ID_PATTERN, description="the user's id")]
 
@@ -63,6 +69,7 @@ async def recommend(
         body.task,
         runtime.fingerprint,
         runtime.settings.user_context_ttl_s,
+        runtime.settings.prompt_refresh_s,
     )
     if history is None:
         # Items the database has but the model was not trained on cannot be shown to it.
