@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -14,7 +16,14 @@ from models.baselines import (
     SASRecConfig,
     SASRecScorer,
 )
-from models.baselines.sasrec import PAD, training_windows
+from models.baselines.sasrec import (
+    PAD,
+    TUNED,
+    length_pooled_order,
+    moving_average,
+    sasrec_variants,
+    training_windows,
+)
 from models.metrics import target_ranks
 
 TINY = SASRecConfig(
@@ -156,7 +165,15 @@ def test_sasrec_early_stopping_keeps_best_state() -> None:
     sequences, _ = cyclic_data(n_users=30)
     histories, targets = split_last(sequences)
     config = SASRecConfig(
-        hidden=16, blocks=1, heads=1, max_len=8, epochs=6, eval_every=2, patience=1, seed=3
+        hidden=16,
+        blocks=1,
+        heads=1,
+        max_len=8,
+        epochs=6,
+        eval_every=2,
+        smooth_window=1,  # the raw score: the best single evaluation is kept
+        patience=1,
+        seed=3,
     )
     scorer = SASRecScorer(config, progress=False).fit(histories, 20, valid=(histories, targets))
     evaluated = [h["epoch"] for h in scorer.history]
@@ -176,3 +193,93 @@ def test_sasrec_is_deterministic_and_handles_empty_history() -> None:
     np.testing.assert_array_equal(scores, b.score(histories))
     assert not a.model.training  # type: ignore[union-attr]
     assert torch.device(a.device).type in {"cpu", "cuda"}
+
+
+def test_moving_average_is_trailing_and_shorter_at_the_start() -> None:
+    np.testing.assert_allclose(
+        moving_average([0.1, 0.3, 0.2, 0.4, 0.0], 3), [0.1, 0.2, 0.2, 0.3, 0.2]
+    )
+    assert moving_average([0.1, 0.3], 1) == [0.1, 0.3]
+    with pytest.raises(ValueError):
+        moving_average([0.1], 0)
+
+
+def scripted_fit(
+    monkeypatch: pytest.MonkeyPatch, scores: list[float], **overrides: int
+) -> tuple[SASRecScorer, list[torch.Tensor], tuple[list[list[int]], np.ndarray]]:
+    """A real fit whose validation scores are `scores` in turn; records the weights evaluated."""
+    sequences, _ = cyclic_data(n_users=12)
+    histories, targets = split_last(sequences)
+    seen: list[torch.Tensor] = []
+    script = iter(scores)
+
+    def evaluate(self: SASRecScorer, h: list[list[int]], t: list[int]) -> float:
+        assert self.model is not None
+        if self.model.training:  # evaluation during fit, not the test's own call
+            seen.append(self.model.item_emb.weight.detach().clone())
+            return next(script)
+        return -1.0
+
+    monkeypatch.setattr(SASRecScorer, "evaluate", evaluate)
+    config = SASRecConfig(
+        hidden=8, blocks=1, heads=1, max_len=8, epochs=len(scores), eval_every=1, lr=1e-2,
+        **overrides,
+    )  # fmt: skip
+    scorer = SASRecScorer(config, progress=False).fit(histories, 20, valid=(histories, targets))
+    return scorer, seen, (histories, targets)
+
+
+def test_sasrec_keeps_weights_at_the_best_smoothed_evaluation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Raw best: the spike at epoch 2. Smoothed (window 3): .1 .3 .233 .3 .25 .35 -> epoch 6.
+    scores = [0.1, 0.5, 0.1, 0.3, 0.35, 0.4]
+    scorer, seen, _ = scripted_fit(monkeypatch, scores, smooth_window=3, patience=4)
+    np.testing.assert_allclose(
+        [h["smoothed"] for h in scorer.history], [0.1, 0.3, 0.7 / 3, 0.3, 0.25, 0.35]
+    )
+    assert scorer.best_epoch == 6
+    assert scorer.model is not None
+    torch.testing.assert_close(scorer.model.item_emb.weight, seen[5])
+    # The raw rule (window 1) keeps the spike's weights instead.
+    raw, seen, _ = scripted_fit(monkeypatch, scores, smooth_window=1, patience=0)
+    assert raw.best_epoch == 2
+    torch.testing.assert_close(raw.model.item_emb.weight, seen[1])  # type: ignore[union-attr]
+
+
+def test_sasrec_patience_counts_evaluations_without_a_new_smoothed_best(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Smoothed: .1 .3 .233 .3 .25 .35: epochs 3, 4 and 5 bring no new best (.3 ties), so
+    # patience 2 stops after epoch 4 with the epoch-2 weights; patience 4 reaches epoch 6.
+    scores = [0.1, 0.5, 0.1, 0.3, 0.35, 0.4]
+    scorer, _, _ = scripted_fit(monkeypatch, scores, smooth_window=3, patience=2)
+    assert [h["epoch"] for h in scorer.history] == [1, 2, 3, 4]
+    assert scorer.best_epoch == 2
+    scorer, _, _ = scripted_fit(monkeypatch, scores, smooth_window=3, patience=3)
+    assert len(scorer.history) == 5
+    scorer, _, _ = scripted_fit(monkeypatch, scores, smooth_window=3, patience=4)
+    assert len(scorer.history) == 6 and scorer.best_epoch == 6
+
+
+def test_length_pooled_batches_cover_every_window_once_with_similar_lengths() -> None:
+    lengths = np.random.default_rng(0).integers(1, 200, size=1000)
+    batches = length_pooled_order(lengths, 32, 8, torch.Generator().manual_seed(0))
+    flat = torch.cat(batches).numpy()
+    assert sorted(flat.tolist()) == list(range(1000))
+    assert all(len(b) <= 32 for b in batches)
+    padded = sum(len(b) * lengths[b.numpy()].max() for b in batches)
+    plain = length_pooled_order(lengths, 32, 1, torch.Generator().manual_seed(0))
+    padded_plain = sum(len(b) * lengths[b.numpy()].max() for b in plain)
+    assert padded < 0.7 * padded_plain  # the point of pooling: less padding computed
+    assert sorted(torch.cat(plain).tolist()) == list(range(1000))
+
+
+def test_sasrec_variants_differ_in_history_length_only_and_name_the_scorer() -> None:
+    variants = sasrec_variants()
+    assert list(variants) == ["sasrec", "sasrec-200", "sasrec-tuned"]
+    assert variants["sasrec"].max_len == 50 and variants["sasrec-200"].max_len == 200
+    assert replace(variants["sasrec-200"], max_len=50) == variants["sasrec"]
+    assert variants["sasrec-tuned"] == TUNED
+    assert SASRecScorer(variants["sasrec-200"], name="sasrec-200").name == "sasrec-200"
+    assert SASRecScorer().name == "sasrec"
