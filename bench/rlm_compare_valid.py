@@ -15,9 +15,10 @@ import numpy as np
 
 from models.data.dataset import InteractionData
 from models.data.splits import make_splits
-from models.evaluation import full_ranking_metrics, rlm_scores
+from models.evaluation import full_ranking_metrics, rlm_scores, user_fields
 from models.metrics import paired_bootstrap_ci
-from models.report import load_context, sensitivity, user_fields
+from models.report import load_context
+from models.sensitivity import sensitivity
 
 GROUPS = ("warm", "cold", "all")
 

@@ -1,9 +1,12 @@
 """Benchmark: the RLM's quality against popularity, Markov and SASRec; word sensitivity; speed.
 
     python bench/rlm_quality.py --model artifacts/rlm-small --data data/ml-100k \
-        --out bench/results/rlm_quality.json
+        --seed-models /tmp/rlm-seed1 /tmp/rlm-seed2 --out bench/results/rlm_quality.json
 
-Prints the tables and writes the JSON report (rows per method x users x split x protocol).
+Prints the tables and writes the JSON report: leave-one-out rows per method x users x split x
+protocol, the cold stream (every method on every cold-user prediction, by history length, the
+RLM minus each baseline with user-level CIs), word sensitivity, ranking speed, and with
+--seed-models the spread of the same recipe over training seeds.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import torch
 
 from models.data.dataset import InteractionData
 from models.data.splits import make_splits
-from models.report import QualityOptions, load_context, quality_report, ranking_speed
+from models.ranking_speed import ranking_speed
+from models.report import QualityOptions, load_context, quality_report
 
 
 def main() -> None:
@@ -37,6 +41,13 @@ def main() -> None:
         help="users per batched call for the speed measurement (default: per device, "
         "models.ranking.rows_per_call)",
     )
+    parser.add_argument(
+        "--seed-models",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="the same recipe trained with other seeds (promptrec train --seed N)",
+    )
     args = parser.parse_args()
     data = InteractionData.load(args.data)
     if args.speed_only:
@@ -49,7 +60,8 @@ def main() -> None:
         print(json.dumps(report["ranking"], indent=1))
         args.out.write_text(json.dumps(report, indent=1) + "\n")
         return
-    report = quality_report(args.model, data, make_splits(data), QualityOptions())
+    options = QualityOptions(seed_models=tuple(args.seed_models))
+    report = quality_report(args.model, data, make_splits(data), options)
     report.extra["machine"] = {
         "cpu_threads": torch.get_num_threads(),
         "platform": platform.platform(),

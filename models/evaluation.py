@@ -104,3 +104,37 @@ def evaluate_rlm(
     with torch.inference_mode():
         fields = user_fields(splits, catalog, profiles, users, split)
         return full_ranking_metrics(rlm_scores(lm, fields, template), splits, users, split)
+
+
+def full_sequence(splits: Splits, u: int) -> list[int]:
+    """Everything user u did, in time order: train, then validation, then test."""
+    return [*splits.train[u], splits.valid[u], splits.test[u]]
+
+
+def rlm_stream_scorer(
+    lm: RecLM,
+    splits: Splits,
+    catalog: ItemCatalog,
+    profiles: list[list[str]],
+    template: str,
+    with_words: bool = True,
+    words_from: dict[int, int] | None = None,
+    prompts: dict[int, UserPrompt] | None = None,
+) -> Callable[[list[int], list[list[int]]], np.ndarray]:
+    """The RLM as a cold-stream scorer (`models.cold_stream.ScoreFn`): each prediction's prompt
+    is built from its own prefix. `words_from[u]` lends user u the profile of another user and
+    the taste of that user's own first len(prefix) items; `prompts[u]` adds u's trigger tokens."""
+
+    def score(users: list[int], histories: list[list[int]]) -> np.ndarray:
+        fields = []
+        for u, history in zip(users, histories, strict=True):
+            profile, taste = [], []
+            if with_words:
+                donor = words_from[u] if words_from is not None else u
+                taste_from = history if donor == u else full_sequence(splits, donor)[: len(history)]
+                profile, taste = profiles[donor], catalog.taste_words(taste_from)
+            fields.append(PromptFields(history, profile, taste))
+        user_prompts = [prompts.get(u, UserPrompt()) for u in users] if prompts else None
+        return rlm_scores(lm, fields, template, user_prompts)
+
+    return score

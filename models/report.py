@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from models.baselines import MarkovScorer, PopularityScorer, SASRecScorer
+from models.baselines.sasrec import sasrec_variants
 from models.baselines.scorer import ItemScorer
+from models.cold_stream import compare
 from models.data.splits import Splits
 from models.evaluation import (
     full_ranking_metrics,
@@ -24,9 +24,11 @@ from models.evaluation import (
 from models.metrics import bootstrap_ci, paired_bootstrap_ci, summarize
 from models.prompts.paprec.state import PromptSet
 from models.prompts.rendering import UserPrompt
-from models.ranking import encode_token_lists, rank_items, rows_per_call
+from models.ranking_speed import ranking_speed
 from models.rlm.model import RecLM
-from models.templates import TEMPLATES, render_tokens, templates_for
+from models.sensitivity import sensitivity, short_history_sensitivity
+from models.stream_report import stream_results, stream_section, stream_table
+from models.templates import templates_for
 from models.user_context import ItemCatalog, user_profiles
 
 GROUPS = ("warm", "cold", "all")
@@ -43,14 +45,20 @@ class MethodScores:
 
 
 def fit_baselines(splits: Splits, progress: bool = True) -> list[ItemScorer]:
-    """Baselines see exactly what the RLM saw: the warm users' training sequences."""
+    """Baselines see exactly what the RLM saw: the warm users' training sequences. SASRec in
+    each of its variants (its paper's 50 items, the RLM's 200, the validation-tuned one)."""
     warm = splits.user_indices("warm")
     train = [splits.train[u] for u in warm]
     valid = ([splits.train[u] for u in warm], [splits.valid[u] for u in warm])
     return [
         PopularityScorer().fit(train, splits.n_items),
         MarkovScorer().fit(train, splits.n_items),
-        SASRecScorer(progress=progress).fit(train, splits.n_items, valid=valid),
+        *(
+            SASRecScorer(config, progress=progress, name=name).fit(
+                train, splits.n_items, valid=valid
+            )
+            for name, config in sasrec_variants().items()
+        ),
     ]
 
 
@@ -126,109 +134,6 @@ def report_rows(
     return rows
 
 
-def sensitivity(
-    lm: RecLM,
-    splits: Splits,
-    catalog: ItemCatalog,
-    profiles: list[list[str]],
-    template: str,
-    split: str = "test",
-    seed: int = 0,
-    shuffles: int = 5,
-) -> dict:
-    """NDCG@10 with each user's own profile/taste words vs the words of other (random) users.
-
-    A user's shuffled figure is their mean over `shuffles` seeded permutations: one permutation
-    adds the luck of who got whose words to the comparison; the CI is then over users.
-    """
-    users = np.arange(len(splits.users))
-    rng = np.random.default_rng(seed)
-
-    def ndcg(fields) -> np.ndarray:
-        return full_ranking_metrics(rlm_scores(lm, fields, template), splits, users, split)[
-            "NDCG@10"
-        ]
-
-    true = ndcg(user_fields(splits, catalog, profiles, users, split))
-    each = [
-        ndcg(
-            user_fields(splits, catalog, profiles, users, split, words_from=rng.permutation(users))
-        )
-        for _ in range(shuffles)
-    ]
-    shuffled = np.mean(each, axis=0)
-    none = ndcg(user_fields(splits, catalog, profiles, users, split, with_words=False))
-    lo, hi = paired_bootstrap_ci(true, shuffled)
-    return {
-        "template": template,
-        "split": split,
-        "users": "all",
-        "n": len(users),
-        "shuffles": shuffles,
-        "true_words_NDCG@10": round(float(true.mean()), 5),
-        "shuffled_words_NDCG@10": round(float(shuffled.mean()), 5),
-        "shuffled_words_NDCG@10_each": [round(float(x.mean()), 5) for x in each],
-        "no_words_NDCG@10": round(float(none.mean()), 5),
-        "diff": round(float((true - shuffled).mean()), 5),
-        "ci95_diff": [round(lo, 5), round(hi, 5)],
-    }
-
-
-def ranking_speed(
-    lm: RecLM,
-    splits: Splits,
-    catalog: ItemCatalog,
-    profiles: list[list[str]],
-    template: str,
-    batch_size: int | None = None,
-    single_repeats: int = 200,
-) -> dict:
-    """Users ranked per second (prompt encoding included) in batches, and one user's latency."""
-    batch_size = batch_size or rows_per_call(lm.device)
-    users = np.arange(len(splits.users))
-    fields = user_fields(splits, catalog, profiles, users, "test")
-    tpl = TEMPLATES[template]
-    exclude = [f.history for f in fields]
-
-    def run(lo: int, hi: int) -> None:
-        ids, mask = encode_token_lists(
-            lm, [render_tokens(tpl, f, lm.max_history) for f in fields[lo:hi]]
-        )
-        rank_items(lm, ids, mask, exclude=exclude[lo:hi]).topk(10, dim=1)
-
-    run(0, batch_size)  # warm-up
-    passes = []  # one pass takes under a second: the median of a few damps a noisy machine
-    for _ in range(5):
-        _sync(lm)
-        start = time.perf_counter()
-        for lo in range(0, len(users), batch_size):
-            run(lo, lo + batch_size)
-        _sync(lm)
-        passes.append(len(users) / (time.perf_counter() - start))
-    batched = float(np.median(passes))
-    latencies = []
-    for r in range(single_repeats):
-        u = r % len(users)
-        t0 = time.perf_counter()
-        run(u, u + 1)
-        _sync(lm)
-        latencies.append(time.perf_counter() - t0)
-    return {
-        "users_per_s_batched": round(batched, 1),
-        "batched_passes_median_of": len(passes),
-        "batch_size": batch_size,
-        "single_user_ms": round(1000 * float(np.median(latencies)), 2),
-        "single_user_p95_ms": round(1000 * float(np.quantile(latencies, 0.95)), 2),
-        "device": str(lm.device),
-        "threads": torch.get_num_threads(),
-    }
-
-
-def _sync(lm: RecLM) -> None:
-    if lm.device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def format_table(rows: list[dict], protocol: str = "full") -> str:
     head = f"{'method':<16}{'users':<6}{'split':<6}" + "".join(f"{m:>9}" for m in METRICS)
     lines = [head, "-" * len(head)]
@@ -264,6 +169,10 @@ class QualityOptions:
     progress: bool = True
     prompts: Path | None = None
     """A PAP-REC prompt set file to score as "auto" and "auto+personal"."""
+    cold_stream: bool = True
+    """Every method on every prediction of the cold users (`models.cold_stream`)."""
+    seed_models: tuple[Path, ...] = ()
+    """The same recipe trained with other seeds: their spread is reported beside the model."""
 
 
 @dataclass
@@ -279,20 +188,33 @@ class QualityReport:
             "1 positive + 99 sampled negatives:",
             format_table(self.rows, "sampled"),
         ]
-        for row in self.rows:
-            if "vs" in row and row["split"] == "test" and row["protocol"] == "full":
-                v = row["vs"]
-                parts.append(
-                    f"{row['method']} - {v['reference']} test NDCG@10 ({row['users']}): "
-                    f"{v['diff_NDCG@10']:+.4f}, 95% CI {v['ci95_diff_NDCG@10']}"
-                )
-        if "sensitivity" in self.extra:
-            s = self.extra["sensitivity"]
+        for v in self.extra.get("test_vs_baselines", []):
             parts.append(
-                f"words: true {s['true_words_NDCG@10']:.4f} vs shuffled "
-                f"{s['shuffled_words_NDCG@10']:.4f} vs none {s['no_words_NDCG@10']:.4f}"
-                f" NDCG@10; true - shuffled 95% CI {s['ci95_diff']}"
+                f"{v['method']} - {v['reference']} test NDCG@10 ({v['users']}): "
+                f"{v['diff_NDCG@10']:+.4f} (x{v['ratio']}), 95% CI {v['ci95_diff_NDCG@10']}"
             )
+        if "cold_stream" in self.extra:
+            stream = self.extra["cold_stream"]
+            parts += ["", stream_table(stream["rows"])]
+            parts += [
+                f"{v['method']} - {v['reference']} cold stream NDCG@10: "
+                f"{v['diff_NDCG@10']:+.4f}, 95% CI {v['ci95_diff_NDCG@10']}"
+                for v in stream["vs"]
+            ]
+        for key, where in (("sensitivity", "test"), ("cold_stream_sensitivity", "stream 1-5")):
+            if key in self.extra:
+                s = self.extra[key]
+                parts.append(
+                    f"words ({where}): true {s['true_words_NDCG@10']:.4f} vs shuffled "
+                    f"{s['shuffled_words_NDCG@10']:.4f} vs none {s['no_words_NDCG@10']:.4f}"
+                    f" NDCG@10; true - shuffled 95% CI {s['ci95_diff']}"
+                )
+        if "seeds" in self.extra:
+            for key, spread in self.extra["seeds"]["summary"].items():
+                parts.append(
+                    f"seeds, {key} NDCG@10: mean {spread['mean']:.4f}, "
+                    f"range [{spread['min']:.4f}, {spread['max']:.4f}]"
+                )
         if "ranking" in self.extra:
             r = self.extra["ranking"]
             parts.append(
@@ -310,9 +232,11 @@ def quality_report(model_dir, data, splits: Splits, options: QualityOptions = Qu
     lm, catalog, profiles = load_context(model_dir, data, splits)
     methods = [score_rlm_template(lm, splits, catalog, profiles, t) for t in sequential_templates()]
     best_rlm = best_by_validation(methods, "rlm:")
-    compare, best_baseline = {}, None
+    template = best_rlm.method.split(":", 1)[1]
+    compare, best_baseline, scorers = {}, None, []
     if options.baselines:
-        baselines = [score_baseline(b, splits) for b in fit_baselines(splits, options.progress)]
+        scorers = fit_baselines(splits, options.progress)
+        baselines = [score_baseline(b, splits) for b in scorers]
         methods += baselines
         best_baseline = best_by_validation(baselines).method
         compare[best_rlm.method] = best_baseline
@@ -327,18 +251,94 @@ def quality_report(model_dir, data, splits: Splits, options: QualityOptions = Qu
             methods.append(score_prompt_set(lm, splits, catalog, profiles, prompt_set, personal))
             compare[methods[-1].method] = best_rlm.method
     rows = report_rows(methods, splits, compare)
-    template = best_rlm.method.split(":", 1)[1]
     extra: dict = {
         "best_template": template,
         "best_baseline": best_baseline,
         "model": str(model_dir),
         "train": _train_summary(lm),
+        "test_vs_baselines": versus(best_rlm, methods, splits, [s.name for s in scorers]),
     }
+    if options.cold_stream:
+        results = stream_results(
+            lm, splits, catalog, profiles, template, scorers, best_rlm.method, options.progress
+        )
+        extra["cold_stream"] = stream_section(results)
     if options.sensitivity:
         extra["sensitivity"] = sensitivity(lm, splits, catalog, profiles, template)
+        extra["cold_stream_sensitivity"] = short_history_sensitivity(
+            lm, splits, catalog, profiles, template
+        )
+    if options.seed_models:
+        extra["seeds"] = seed_spread(
+            [model_dir, *options.seed_models],
+            data,
+            splits,
+            template,
+            results if options.cold_stream else None,
+        )
     if options.speed:
         extra["ranking"] = ranking_speed(lm, splits, catalog, profiles, template)
     return QualityReport(rows, extra)
+
+
+def versus(
+    rlm: MethodScores, methods: Sequence[MethodScores], splits: Splits, references: Sequence[str]
+) -> list[dict]:
+    """Test NDCG@10 (full ranking) of the RLM minus each baseline, per user group, paired CI."""
+    by_name = {m.method: m for m in methods}
+    out = []
+    for reference in references:
+        ours = rlm.per_user[("test", "full")]["NDCG@10"]
+        theirs = by_name[reference].per_user[("test", "full")]["NDCG@10"]
+        for group in GROUPS:
+            idx = splits.user_indices(group)
+            diff = ours[idx] - theirs[idx]
+            out.append(
+                {
+                    "method": rlm.method,
+                    "reference": reference,
+                    "users": group,
+                    "diff_NDCG@10": round(float(diff.mean()), 5),
+                    "ratio": round(float(ours[idx].mean() / theirs[idx].mean()), 4)
+                    if theirs[idx].mean()
+                    else None,
+                    "ci95_diff_NDCG@10": [
+                        round(x, 5) for x in paired_bootstrap_ci(ours[idx], theirs[idx])
+                    ],
+                }
+            )
+    return out
+
+
+def seed_spread(model_dirs, data, splits: Splits, template: str, baselines=None) -> dict:
+    """The same recipe trained with other seeds: test NDCG@10 per user group (and on the cold
+    stream, minus each baseline there), each seed's figure, their mean and range."""
+    per_seed = []
+    for directory in model_dirs:
+        lm, catalog, profiles = load_context(directory, data, splits)
+        scores = score_rlm_template(lm, splits, catalog, profiles, template)
+        test = scores.per_user[("test", "full")]["NDCG@10"]
+        row = {
+            "model": str(directory),
+            "seed": lm.meta.get("train", {}).get("seed"),
+            **{g: round(float(test[splits.user_indices(g)].mean()), 5) for g in GROUPS},
+        }
+        if baselines:
+            stream = stream_results(lm, splits, catalog, profiles, template, [], "rlm", False)[0]
+            row["cold_stream"] = round(stream.metrics()["NDCG@10"], 5)
+            row["cold_stream_vs"] = {
+                b.method: [round(x, 5) for x in compare(stream, b).ci95] for b in baselines[1:]
+            }
+        per_seed.append(row)
+    summary = {
+        key: {
+            "mean": round(float(np.mean([r[key] for r in per_seed])), 5),
+            "min": min(r[key] for r in per_seed),
+            "max": max(r[key] for r in per_seed),
+        }
+        for key in (*GROUPS, *(("cold_stream",) if baselines else ()))
+    }
+    return {"template": template, "per_seed": per_seed, "summary": summary}
 
 
 def _train_summary(lm: RecLM) -> dict:

@@ -388,7 +388,8 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _sensitivity(args: argparse.Namespace) -> int:
-    from models.report import load_context, sensitivity
+    from models.report import load_context
+    from models.sensitivity import sensitivity
 
     data, splits = _load(args.data)
     lm, catalog, profiles = load_context(args.model, data, splits)

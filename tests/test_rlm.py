@@ -155,6 +155,11 @@ def test_tiny_train_learns_and_evaluates_end_to_end(trained_dir, data, splits, t
     assert ("cold", "test", "full") in groups and ("warm", "valid", "sampled") in groups
     assert saved["ranking"]["users_per_s_batched"] > 0
     assert set(saved["sensitivity"]) >= {"true_words_NDCG@10", "shuffled_words_NDCG@10"}
+    assert saved["cold_stream_sensitivity"]["history_len"] == "1-5"
+    (stream,) = saved["cold_stream"]["rows"]  # no baselines: the RLM's row alone
+    assert stream["n_users"] == splits.cold.sum()
+    assert set(stream["by_history_len"]) == {"1-5", "6-20", "21-50", ">50"}
+    assert stream["metrics"]["NDCG@10"] > 0.3
     assert "HR@10" in report.table()
 
 
