@@ -82,14 +82,11 @@ def item_logits(
     inputs_embeds: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Next-item logits at each right-padded prompt's last position: [batch, n_items]."""
-    hidden = model(
+    final = model.last_hidden(
         input_ids=None if inputs_embeds is not None else input_ids,
         attention_mask=attention_mask,
         inputs_embeds=inputs_embeds,
     )
-    # A gather, not fancy indexing: the traced graph then holds no batch size.
-    last = (attention_mask.sum(dim=1) - 1).view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])
-    final = hidden.gather(1, last).squeeze(1)
     return model.item_logits(final, item_token_ids.to(final.device))
 
 

@@ -189,3 +189,37 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, data, splits, 
     log = (tmp_path / "resumed" / "train_log.jsonl").read_text().splitlines()
     assert any("valid_ndcg10" in json.loads(line) for line in log)
     assert np.isfinite(resumed.meta["train_result"]["valid_ndcg10"])
+
+
+def test_the_loss_weighs_each_positions_next_items_as_configured(data, splits):
+    from models.rlm.corpus import IGNORE
+    from models.rlm.train import NextItemLoss
+
+    lm, _, _ = build_rlm(data, splits, TrainConfig(preset="tiny"))
+    lm.model.eval()
+    ids = torch.tensor([[lm.tokenizer.bos_token_id, *lm.item_token_ids()[[4, 5, 6]].tolist()]])
+    mask = torch.ones_like(ids)
+    targets = torch.tensor([[IGNORE, 5, 6, IGNORE]])  # the last item has no next one in the row
+    hidden = lm.model(input_ids=ids, attention_mask=mask)[0]
+    logp = torch.log_softmax(lm.model.item_logits(hidden, lm.item_token_ids()), dim=1)
+    with torch.no_grad():
+        one = NextItemLoss(lm.model, lm.item_token_ids())(ids, mask, targets)
+        two = NextItemLoss(lm.model, lm.item_token_ids(), [1.0, 0.5])(ids, mask, targets)
+    torch.testing.assert_close(one, -(logp[1, 5] + logp[2, 6]) / 2)
+    # position 1 also learns item 6, at half weight; position 2 has no item after 6 here
+    torch.testing.assert_close(two, ((-logp[1, 5] - 0.5 * logp[1, 6]) / 1.5 - logp[2, 6]) / 2)
+
+
+def test_the_last_position_fast_path_equals_the_full_forward(data, splits):
+    lm, _, _ = build_rlm(data, splits, TrainConfig(preset="small"))  # two blocks
+    lm.model.eval()
+    _, tokens = _prompts(lm, data, splits, range(6))
+    tokens = [t[: 4 + 5 * row] for row, t in enumerate(tokens)]  # ragged: padded rows
+    ids, mask = encode_token_lists(lm, tokens)
+    with torch.no_grad():
+        full = lm.model(input_ids=ids, attention_mask=mask)
+        expected = full[torch.arange(len(ids)), mask.sum(1) - 1]
+        torch.testing.assert_close(lm.model.last_hidden(ids, mask), expected, atol=1e-5, rtol=1e-5)
+        embeds = lm.model.get_input_embeddings()(ids)
+        fast = lm.model.last_hidden(attention_mask=mask, inputs_embeds=embeds)
+        torch.testing.assert_close(fast, expected, atol=1e-5, rtol=1e-5)

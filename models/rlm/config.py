@@ -62,9 +62,20 @@ class TrainConfig:
     """Warm users whose validation item picks the best check (None: all of them; test is
     never looked at). All 754 of ML-100k make the choice steadier than a sample."""
     device: str | None = None
+    next_items: int = 1
+    """Each position is trained on its next `next_items` items, the j-th weighted
+    next_item_decay ** j (normalised): in data rated in sessions (MovieLens), the order of the
+    next few items is partly arbitrary, and the items shortly after are as telling a target."""
+    next_item_decay: float = 0.5
     item_init: bool = True
     """Start item embeddings from co-occurrence in the warm training sequences (item_init.py)."""
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
+
+    def __post_init__(self) -> None:
+        if self.next_items < 1:
+            raise ValueError(f"next items must be at least 1, not {self.next_items}")
+        if not 0 < self.next_item_decay <= 1:
+            raise ValueError(f"next item decay must be in (0, 1], not {self.next_item_decay}")
 
 
 def preset_defaults(preset: str) -> TrainConfig:

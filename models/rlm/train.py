@@ -12,6 +12,7 @@ import math
 import os
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -78,18 +79,34 @@ def collate(lm: RecLM, batch: list[Sample], device: torch.device):
 
 
 class NextItemLoss(nn.Module):
-    """Mean cross-entropy over the item tokens at every position that has a target."""
+    """Cross-entropy over the item tokens at every position that has a target, on its next
+    item and (with `weights` of length J > 1) on the J - 1 items after it, weighted."""
 
-    def __init__(self, model: RecGPT, item_token_ids: torch.Tensor) -> None:
+    def __init__(
+        self, model: RecGPT, item_token_ids: torch.Tensor, weights: Sequence[float] = (1.0,)
+    ) -> None:
         super().__init__()
         self.model = model
         self.register_buffer("item_token_ids", item_token_ids, persistent=False)
+        self.register_buffer("weights", torch.tensor(weights), persistent=False)
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor):
         hidden = self.model(input_ids=ids, attention_mask=mask)
         at = targets != IGNORE
-        logits = self.model.item_logits(hidden[at], self.item_token_ids)
-        return nn.functional.cross_entropy(logits.float(), targets[at])
+        logp = torch.log_softmax(self.model.item_logits(hidden[at], self.item_token_ids).float(), 1)
+        total = torch.zeros(len(logp), device=logp.device)
+        weight = torch.zeros_like(total)
+        for j, w in enumerate(self.weights):
+            # targets j steps later in the row: the (j + 1)-th next item of every position
+            later = nn.functional.pad(targets[:, j:], (0, j), value=IGNORE)[at]
+            valid = later != IGNORE
+            total[valid] -= w * logp[valid].gather(1, later[valid, None])[:, 0]
+            weight[valid] += w
+        return (total / weight).mean()
+
+
+def target_weights(config: TrainConfig) -> list[float]:
+    return [config.next_item_decay**j for j in range(config.next_items)]
 
 
 @dataclass(frozen=True)
@@ -133,7 +150,9 @@ def train_rlm(
     lm.meta["splits"] = asdict(split_config or SplitConfig())
     lm.meta["train"]["processes"] = process.world
     lm.model.to(device)
-    loss_module: nn.Module = NextItemLoss(lm.model, lm.item_token_ids().to(device))
+    loss_module: nn.Module = NextItemLoss(
+        lm.model, lm.item_token_ids().to(device), target_weights(config)
+    )
     if process.world > 1:
         loss_module = nn.parallel.DistributedDataParallel(loss_module)
     corpus = TrainingCorpus(splits, catalog, profiles, lm.max_history, config.corpus)
