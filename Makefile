@@ -49,9 +49,12 @@ train: data
 eval: data
 	$(BIN)/promptrec eval --model $(MODEL) --data $(DATA) --sensitivity --speed
 
-# Writes bench/results/rlm_quality.json (RLM vs baselines, sensitivity, ranking speed).
+# Writes bench/results/rlm_quality.json (RLM vs baselines, cold stream, sensitivity, ranking
+# speed). SEED_MODELS: the same recipe trained with other seeds (promptrec train --seed N --out D).
+SEED_MODELS ?=
 bench-quality: data
-	$(BIN)/python bench/rlm_quality.py --model $(MODEL) --data $(DATA) --out bench/results/rlm_quality.json
+	$(BIN)/python bench/rlm_quality.py --model $(MODEL) --data $(DATA) \
+		--seed-models $(SEED_MODELS) --out bench/results/rlm_quality.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

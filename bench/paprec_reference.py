@@ -3,6 +3,8 @@
 PAP-REC scores each candidate prompt by generating with a 20-beam search and computing
 NDCG@5 + HR@5 from the beams, over the whole validation set. Beams may name tokens that are not
 items (they count as misses), which is one reason the product ranks items exactly instead.
+With one new token (an item is one token), a 20-beam search is the 20 best tokens of the whole
+vocabulary after the full forward pass of the prompt, which is what this computes.
 """
 
 from __future__ import annotations
@@ -28,16 +30,11 @@ class BeamSearchAcceptance(PaprecSearch):
         for lo in range(0, n, self.batch_size_beams):
             rows = range(lo, min(lo + self.batch_size_beams, n))
             ids, mask = self._encode(batch, rows, triggers)
-            out = self.lm.model.generate(
-                input_ids=ids,
-                attention_mask=mask,
-                num_beams=BEAMS,
-                num_return_sequences=BEAMS,
-                max_new_tokens=1,
-                do_sample=False,
-                early_stopping=True,
-            )
-            first = out[:, -1].view(len(rows), BEAMS).cpu().numpy()
+            hidden = self.lm.model(input_ids=ids, attention_mask=mask)
+            last = hidden[torch.arange(len(rows)), mask.sum(dim=1) - 1]
+            vocab = self.lm.model.transformer.wte.weight
+            logits = last @ vocab.T + self.lm.model.item_bias
+            first = torch.topk(logits, BEAMS, dim=1).indices.cpu().numpy()
             for r, j in enumerate(rows):
                 ranked = [item_of.get(int(t), -1) for t in first[r]]
                 hits = [k for k, item in enumerate(ranked[:5]) if item == batch.targets[j]]

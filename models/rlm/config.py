@@ -47,7 +47,7 @@ class CorpusConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     preset: str = "small"
-    epochs: int = 100
+    epochs: int = 50
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 0.01
@@ -82,5 +82,5 @@ def preset_defaults(preset: str) -> TrainConfig:
     """Budgets: `tiny` trains in well under a minute, `small` within half an hour on 2 cores."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
-    epochs = {"tiny": 10, "small": 100, "base": 100}[preset]
+    epochs = {"tiny": 10, "small": 50, "base": 50}[preset]
     return TrainConfig(preset=preset, epochs=epochs)
