@@ -77,6 +77,7 @@ class Stack:
     gateway: GatewayProcess | None = None
     workers: list[WorkerProcess] = field(default_factory=list)
     started: int = 0
+    api_killed: bool = False  # between the SIGKILL of the API and its replacement
 
     def start_gateway(self) -> None:
         self.gateway = GatewayProcess(self.env, self.directory / f"api-{time.time():.0f}.log")
@@ -89,7 +90,9 @@ class Stack:
         return process
 
     def api_alive(self) -> bool:
-        return self.gateway is not None and self.gateway.process.poll() is None
+        return (
+            self.gateway is not None and not self.api_killed and self.gateway.process.poll() is None
+        )
 
 
 @dataclass
@@ -261,10 +264,14 @@ def stop_postgres(stack: Stack, view: JobView) -> None:
 
 
 def kill_the_api(stack: Stack, view: JobView) -> None:
+    # Marked down before the signal: a request cut by the kill is not a drop by a live server
+    # (the process lives for a moment after SIGKILL is sent).
+    stack.api_killed = True
     stack.gateway.process.kill()
     stack.gateway.process.wait()
     stack.gateway.handle.close()
     stack.start_gateway()
+    stack.api_killed = False
 
 
 def pause_redis_writes(stack: Stack, view: JobView) -> None:
