@@ -8,15 +8,10 @@ import time
 
 import pytest
 from fastapi.testclient import TestClient
-from gateway_testing import (
-    admin_headers,
-    new_user_id,
-    run_async,
-    service_settings,
-    write_user_prompt,
-)
 
 from service.api.app import create_app
+from tests.support.gateway_app import new_user_id, run_async, write_user_prompt
+from tests.support.settings import admin_headers, service_settings
 
 BODY_ROUTES = [
     ("/v1/users/u1/recommendations", '{"count": %s}'),

@@ -8,11 +8,11 @@ import logging
 
 import pytest
 from fastapi.testclient import TestClient
-from gateway_testing import ADMIN_KEY, admin_headers, service_settings
 
 from service.api.app import create_app
 from service.batching import DeadlineExceeded, Overloaded
 from service.observability import JsonFormatter
+from tests.support.settings import ADMIN_KEY, admin_headers, service_settings
 
 
 def test_live_and_ready(service):

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import pytest
-from gateway_testing import temporary_postgres_database
 from sqlalchemy import func, inspect, select
 from sqlalchemy.orm import Session
 
@@ -13,6 +12,7 @@ from service.db import migrate
 from service.db.engine import make_sync_engine
 from service.db.tables import Interaction, Item, User
 from service.settings import get_settings
+from tests.support.databases import temporary_postgres_database
 
 TABLES = {
     "users",

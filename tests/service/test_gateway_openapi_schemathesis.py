@@ -8,13 +8,6 @@ from collections.abc import Iterator
 
 import pytest
 import schemathesis
-from gateway_testing import (
-    REDIS_URL,
-    admin_headers,
-    prepared_database,
-    service_settings,
-    temporary_postgres_database,
-)
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
@@ -22,6 +15,8 @@ from schemathesis.python import asgi as schemathesis_asgi
 
 from service.api.app import create_app
 from service.settings import Settings
+from tests.support.databases import REDIS_URL, prepared_database, temporary_postgres_database
+from tests.support.settings import admin_headers, service_settings
 
 # Short by default; set the variable for a deeper run.
 EXAMPLES_PER_OPERATION = int(os.environ.get("PROMPTREC_SCHEMATHESIS_EXAMPLES", "25"))

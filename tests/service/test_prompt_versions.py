@@ -7,7 +7,6 @@ import asyncio
 import time
 from dataclasses import replace
 
-from gateway_testing import prepared_database, temporary_postgres_database
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -18,6 +17,7 @@ from service.db.prompt_loader import load_prompt_set
 from service.db.tables import PromptSet as PromptSetRow
 from service.db.tables import UserPrompt
 from service.repositories.prompts import SearchedPrompt, add_user_prompt
+from tests.support.databases import prepared_database, temporary_postgres_database
 
 
 def _outcome(tokens: list[str], kept: bool = True) -> UserOutcome:

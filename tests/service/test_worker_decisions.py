@@ -4,10 +4,9 @@ the real search runs in the process tests)."""
 
 from __future__ import annotations
 
-from gateway_testing import service_settings
-
 from models.prompts.paprec.state import UserOutcome
 from service.inference import Catalog
+from tests.support.settings import service_settings
 from worker.queue import GROUP, Delivery, SearchTask
 from worker.runner import BatchReport, Worker
 from worker.searcher import DriftCheck
@@ -127,8 +126,7 @@ def test_the_heartbeat_stops_when_the_batch_ends(lm, tmp_path, redis_prefix):
     batch left unacknowledged (a failed user) stays fresh and no worker ever reclaims it."""
     import asyncio
 
-    from gateway_testing import REDIS_URL
-
+    from tests.support.databases import REDIS_URL
     from worker.queue import StreamQueue
 
     async def run() -> list[int]:

@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import asyncio
 
-from conftest import SMALL_MODEL
 from fastapi.testclient import TestClient
-from gateway_testing import ADMIN_KEY, service_settings
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from worker_testing import GatewayProcess, RedisServer, wait_for, worker_env, workers
 
 from models.rlm.model import RecLM
 from service.api.app import create_app
 from service.demo import cold_users, replay, summary
+from tests.support.gateway_process import GatewayProcess
+from tests.support.paths import SHIPPED_PROMPTS, SMALL_MODEL
+from tests.support.private_servers import RedisServer
+from tests.support.processes import wait_for
+from tests.support.settings import ADMIN_KEY, service_settings, worker_env
+from tests.support.worker_process import workers
 
 # About one user in six keeps personal tokens (searches are deterministic per batch); 32 cold
 # users make a run where none does unlikely.
@@ -66,7 +69,7 @@ def test_cold_users_posting_events_get_searched_and_their_recommendations_change
             results = asyncio.run(replay(gateway.url, users, timeout_s=120))
             job = run_admin_job(gateway.url, [users[0].user_id, "1"])
     finally:
-        gateway.close()
+        gateway.stop()
         redis_server.stop()
     assert job["status"] == "done" and job["counts"] == {"done": 2}
     assert {u["outcome"] for u in job["users"]} <= {"personalized", "task_level_kept"}
@@ -84,14 +87,13 @@ def test_cold_users_posting_events_get_searched_and_their_recommendations_change
 
 
 def test_embedded_mode_runs_the_worker_in_the_gateway(tmp_path, movielens_dir):
-    from gateway_testing import prepared_database
-
     from service.db.engine import make_sync_engine
     from service.db.prompt_loader import load_prompt_set
+    from tests.support.databases import prepared_database
 
     url = prepared_database(f"sqlite:///{tmp_path / 'embedded.db'}", movielens_dir)
     engine = make_sync_engine(url)
-    load_prompt_set(engine, SMALL_MODEL.parent / "prompts" / "sequential.json")
+    load_prompt_set(engine, SHIPPED_PROMPTS)
     engine.dispose()
     settings = service_settings(
         url,
@@ -123,13 +125,12 @@ def test_a_personalized_user_with_new_events_gets_a_drift_check(tmp_path, moviel
     when it still wins, re-searched (a new version) when it does not."""
     import json
 
-    from gateway_testing import prepared_database
-
     from service.db.engine import make_sync_engine
     from service.db.prompt_loader import load_prompt_set
     from service.db.tables import SearchJob, SearchJobUser, User
+    from tests.support.databases import prepared_database
 
-    prompts = SMALL_MODEL.parent / "prompts" / "sequential.json"
+    prompts = SHIPPED_PROMPTS
     outcomes = json.loads(prompts.read_text())["users"]
     user = next(u for u, o in sorted(outcomes.items(), key=lambda x: int(x[0])) if o["kept"])
     url = prepared_database(f"sqlite:///{tmp_path / 'drift.db'}", movielens_dir)

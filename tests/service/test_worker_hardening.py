@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-from gateway_testing import prepared_database, service_settings
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -22,6 +21,8 @@ from service.db.tables import SearchJobUser, User
 from service.hot_reads import served_prompt
 from service.repositories import jobs
 from service.repositories.prompts import SearchedPrompt
+from tests.support.databases import prepared_database
+from tests.support.settings import service_settings
 from worker import store
 from worker.queue import LocalQueue, SearchTask
 from worker.runner import Worker

@@ -8,21 +8,17 @@ import time
 
 import pytest
 import redis
-from conftest import SMALL_MODEL
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
-from worker_testing import (
-    JobView,
-    PostgresServer,
-    RedisServer,
-    queue_job,
-    wait_for,
-    worker_env,
-    workers,
-)
 
 from service.db.engine import make_sync_engine
 from service.db.tables import User, UserPrompt
+from tests.support.paths import SHIPPED_PROMPTS, SMALL_MODEL
+from tests.support.private_servers import PostgresServer, RedisServer
+from tests.support.processes import wait_for
+from tests.support.search_jobs import JobView, queue_job
+from tests.support.settings import worker_env
+from tests.support.worker_process import workers
 
 USERS = [str(u) for u in range(1, 33)]  # four batches of 8
 
@@ -105,16 +101,15 @@ def test_redis_restarted_mid_job_the_reconciler_re_enqueues(
 def test_postgres_restarted_mid_job_the_worker_backs_off_and_recovers(
     tmp_path, movielens_dir, redis_server, small_fingerprint
 ):
-    from gateway_testing import prepared_database
-
     from service.db.prompt_loader import load_prompt_set
+    from tests.support.databases import prepared_database
 
     server = PostgresServer()
     try:
         server.start()
         url = prepared_database(server.url, movielens_dir)
         engine = make_sync_engine(url)
-        load_prompt_set(engine, SMALL_MODEL.parent / "prompts" / "sequential.json")
+        load_prompt_set(engine, SHIPPED_PROMPTS)
         engine.dispose()
         env, before, view = queued_job(url, redis_server.url, small_fingerprint)
         with workers(env, tmp_path) as start:
