@@ -53,7 +53,7 @@ eval: data
 # speed). SEED_MODELS: the same recipe trained with other seeds (promptrec train --seed N --out D).
 SEED_MODELS ?=
 bench-quality: data
-	$(BIN)/python bench/rlm_quality.py --model $(MODEL) --data $(DATA) \
+	$(BIN)/python -m bench.rlm_quality --model $(MODEL) --data $(DATA) \
 		--seed-models $(SEED_MODELS) --out bench/results/rlm_quality.json
 
 clean:
@@ -61,19 +61,19 @@ clean:
 
 # Writes bench/results/serve.json: a real uvicorn process under load at concurrency 1-128.
 bench-serve: data
-	$(BIN)/python bench/serve_load.py --out bench/results/serve.json
+	$(BIN)/python -m bench.serve_load --out bench/results/serve.json
 
 # Writes bench/results/worker.json: cold users replayed through API -> Redis -> worker -> Postgres
 # (needs the local Postgres and Redis, as the tests do).
 bench-worker: data
-	$(BIN)/python bench/worker.py --out bench/results/worker.json
+	$(BIN)/python -m bench.worker --out bench/results/worker.json
 
 # Writes bench/results/paprec.json (runs or resumes the prompt search into artifacts/prompts/).
 bench-paprec: data
-	$(BIN)/python bench/paprec.py --model $(MODEL) --data $(DATA) --out bench/results/paprec.json
+	$(BIN)/python -m bench.paprec --model $(MODEL) --data $(DATA) --out bench/results/paprec.json
 
 # Writes bench/results/faults.json: the production topology (private Postgres and Redis, API, two
 # workers) under client load, with each fault injected in turn (needs the Postgres server binaries
 # and redis-server, as the worker tests do).
 bench-faults: data
-	$(BIN)/python bench/faults.py --out bench/results/faults.json
+	$(BIN)/python -m bench.faults --out bench/results/faults.json

@@ -1,6 +1,6 @@
 """Benchmark: model passes on CPU with glibc's default malloc vs freed memory retained.
 
-    python bench/allocator.py --model artifacts/rlm-small --data data/ml-100k \
+    python -m bench.allocator --model artifacts/rlm-small --data data/ml-100k \
         --out bench/results/allocator.json
 
 Each configuration (malloc default or `models.allocator.retain_freed_memory`, x prompts per
@@ -93,7 +93,8 @@ def main() -> None:
     runs: dict[tuple[str, int], list[dict]] = {c: [] for c in CONFIGS}
     for r in range(args.rounds):
         for malloc, rows in CONFIGS:
-            cmd = [sys.executable, __file__, "--model", str(args.model), "--data", str(args.data)]
+            cmd = [sys.executable, "-m", "bench.allocator", "--model", str(args.model)]
+            cmd += ["--data", str(args.data)]
             cmd += ["--passes", str(args.passes), "--child", malloc, str(rows)]
             done = subprocess.run(cmd, capture_output=True, text=True, check=True)
             runs[(malloc, rows)].append(json.loads(done.stdout.strip().splitlines()[-1]))

@@ -1,6 +1,6 @@
 """Benchmark: PAP-REC prompts vs manual templates, personal search speed, and the reference loop.
 
-    python bench/paprec.py --model artifacts/rlm-small --data data/ml-100k \
+    python -m bench.paprec --model artifacts/rlm-small --data data/ml-100k \
         --prompts artifacts/prompts/sequential.json --out bench/results/paprec.json
 
 Runs (or resumes) `promptrec search` into --prompts, scores manual templates, "auto" (task
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -22,9 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from paprec_reference import BeamSearchAcceptance
-
+from bench.paprec_reference import BeamSearchAcceptance
 from models.data.dataset import InteractionData
 from models.data.splits import make_splits
 from models.metrics import paired_bootstrap_ci

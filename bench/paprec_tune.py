@@ -1,6 +1,6 @@
 """Tune PAP-REC's personal search on validation only (test is never read here).
 
-    python bench/paprec_tune.py [--out bench/results/paprec_tune.json]
+    python -m bench.paprec_tune [--out bench/results/paprec_tune.json]
 
 The task-level part stays as the shipped prompt set has it (--prompts); for each setting of
 the personal search (personal tokens d, candidates k, selection examples per user, cycles),
@@ -20,8 +20,6 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from models.data.dataset import InteractionData
 from models.data.splits import make_splits
@@ -152,7 +150,7 @@ def main() -> None:
         "rows": rows,
         "best": best,
         "base_config": asdict(shipped.config),
-        "command": "python bench/paprec_tune.py " + " ".join(sys.argv[1:]),
+        "command": "python -m bench.paprec_tune " + " ".join(sys.argv[1:]),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")

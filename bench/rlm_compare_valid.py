@@ -1,7 +1,7 @@
 """Compare trained RLMs on validation only (test is never read): NDCG@10 per user group, word
 sensitivity, paired-bootstrap CIs against the first model. For choosing between training recipes.
 
-    python bench/rlm_compare_valid.py artifacts/rlm-small /tmp/rlm-teacher \
+    python -m bench.rlm_compare_valid artifacts/rlm-small /tmp/rlm-teacher \
         --out bench/results/rlm_compare_valid.json
 """
 

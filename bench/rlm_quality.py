@@ -1,6 +1,6 @@
 """Benchmark: the RLM's quality against popularity, Markov and SASRec; word sensitivity; speed.
 
-    python bench/rlm_quality.py --model artifacts/rlm-small --data data/ml-100k \
+    python -m bench.rlm_quality --model artifacts/rlm-small --data data/ml-100k \
         --seed-models /tmp/rlm-seed1 /tmp/rlm-seed2 --out bench/results/rlm_quality.json
 
 Prints the tables and writes the JSON report: leave-one-out rows per method x users x split x
