@@ -9,4 +9,5 @@
 - `settings`: the admin key, `Settings` for an in-process app, the environment of a process.
 - `gateway_app`: the in-process app's handle and the prompt writers the API tests use.
 - `search_jobs`: queue a search job as the gateway does, read its state from the database.
+- `deployment_files`: the Dockerfile, docker-compose.yml and .env.example, parsed.
 """
