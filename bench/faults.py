@@ -42,7 +42,7 @@ from service.db.engine import make_sync_engine
 from service.db.prompt_loader import load_prompt_set
 from service.db.tables import Interaction, UserPrompt
 from tests.support.databases import prepared_database
-from tests.support.paths import REPO, SHIPPED_PROMPTS, SMALL_MODEL
+from tests.support.paths import MOVIELENS, REPO, SHIPPED_PROMPTS, SMALL_MODEL
 from tests.support.private_servers import PostgresServer, RedisServer
 from tests.support.processes import wait_for
 from tests.support.search_jobs import JobView
@@ -150,7 +150,7 @@ def table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=8, help="users per admin job")
-    parser.add_argument("--data", type=Path, default=REPO / "data" / "ml-100k")
+    parser.add_argument("--data", type=Path, default=MOVIELENS)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "faults.json")
     parser.add_argument("--faults", help="comma-separated subset of: " + ", ".join(FAULTS))
     args = parser.parse_args(argv)

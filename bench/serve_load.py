@@ -56,7 +56,7 @@ from bench.serve_load_generator import (
 )
 from bench.serve_load_report import goals, table
 from tests.support.gateway_process import GatewayProcess, stop_all_gateways
-from tests.support.paths import REPO, shown
+from tests.support.paths import MOVIELENS, REPO, SMALL_MODEL, shown
 from tests.support.processes import run_promptrec
 from tests.support.settings import promptrec_env
 
@@ -96,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds before each level")
     parser.add_argument("--overload-duration", type=float, default=5.0)
     parser.add_argument("--out", type=Path, default=REPO / "bench/results/serve.json")
-    parser.add_argument("--model", type=Path, default=REPO / "artifacts/rlm-small")
-    parser.add_argument("--data", type=Path, default=REPO / "data/ml-100k")
+    parser.add_argument("--model", type=Path, default=SMALL_MODEL)
+    parser.add_argument("--data", type=Path, default=MOVIELENS)
     parser.add_argument(
         "--max-requests", type=int, default=500_000, help="cap on requests per level"
     )

@@ -43,7 +43,7 @@ from models.metrics import paired_bootstrap_ci
 from service.demo import cold_users, replay, summary, table
 from tests.support.databases import REDIS_URL, delete_redis_keys, temporary_postgres_database
 from tests.support.gateway_process import GatewayProcess
-from tests.support.paths import REPO, shown
+from tests.support.paths import MOVIELENS, REPO, SHIPPED_PROMPTS, SMALL_MODEL, shown
 from tests.support.processes import run_promptrec
 from tests.support.settings import promptrec_env
 from tests.support.worker_process import WorkerProcess
@@ -51,9 +51,9 @@ from tests.support.worker_process import WorkerProcess
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, default=REPO / "artifacts" / "rlm-small")
-    parser.add_argument("--data", type=Path, default=REPO / "data" / "ml-100k")
-    parser.add_argument("--prompts", type=Path, default=REPO / "artifacts/prompts/sequential.json")
+    parser.add_argument("--model", type=Path, default=SMALL_MODEL)
+    parser.add_argument("--data", type=Path, default=MOVIELENS)
+    parser.add_argument("--prompts", type=Path, default=SHIPPED_PROMPTS)
     parser.add_argument("--users", type=int, help="cold users to replay (default: all)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
     parser.add_argument("--batch-size", type=int, default=64, help="PROMPTREC_WORKER_BATCH_SIZE")
