@@ -107,7 +107,7 @@ def acceptance_speed(lm, splits, catalog, profiles, config) -> dict:
     every = replace(config, screen_fraction=None)
     # Every rule's result is scored on one fixed metric, whatever surrogate its search uses.
     exact = PaprecSearch(lm, replace(every, metrics=SELECTION_METRICS), progress=False)
-    exact_batch = exact.prepare(examples, range(len(examples)))
+    exact_batch = exact.scorer.prepare(examples, range(len(examples)))
     personal = np.zeros((len(users), 0), dtype=np.int64)
     runs = {}
     for name, cls, cfg in (
@@ -117,8 +117,8 @@ def acceptance_speed(lm, splits, catalog, profiles, config) -> dict:
         ("reference", BeamSearchAcceptance, every),
     ):
         search = cls(lm, cfg, progress=False)
-        batch = search.prepare(examples, range(len(examples)))
-        task = search.ids([cfg.init_token] * cfg.task_tokens)
+        batch = search.scorer.prepare(examples, range(len(examples)))
+        task = search.scorer.ids([cfg.init_token] * cfg.task_tokens)
         run = {"search": search, "batch": batch, "task": task, "seconds": 0.0, "candidates": 0}
         run["best"] = search.task_surrogate(batch, lambda j, t=task: t)
         run["accepted"] = 0
@@ -139,7 +139,7 @@ def acceptance_speed(lm, splits, catalog, profiles, config) -> dict:
             "candidates": run["candidates"],
             "accepted": run["accepted"],
             "examples": len(examples),
-            "tokens": run["search"].tokens(run["task"]),
+            "tokens": run["search"].scorer.tokens(run["task"]),
             "selection_" + "+".join(SELECTION_METRICS): round(final, 5),
         }
         print(name, results[name], flush=True)
