@@ -25,9 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
-from models.baselines.scorer import ItemScorer
-from models.data.splits import Splits
-from models.metrics import bootstrap_ci, metric, paired_bootstrap_ci, target_ranks
+from promptrec.models.baselines.scorer import ItemScorer
+from promptrec.models.data.splits import Splits
+from promptrec.models.metrics import bootstrap_ci, metric, paired_bootstrap_ci, target_ranks
 
 METRICS = ("HR@5", "NDCG@5", "HR@10", "NDCG@10")
 # (name, shortest prefix, longest prefix), both inclusive; DESIGN §2.

@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.cold_stream import cold_stream, evaluate_stream
-from models.data.splits import Splits
-from models.evaluation import full_ranking_metrics, rlm_scores, rlm_stream_scorer, user_fields
-from models.metrics import paired_bootstrap_ci
-from models.rlm.model import RecLM
-from models.stream_report import SHORT_HISTORY, short_prefixes
-from models.user_context import ItemCatalog
+from promptrec.models.cold_stream import cold_stream, evaluate_stream
+from promptrec.models.data.splits import Splits
+from promptrec.models.evaluation import (
+    full_ranking_metrics,
+    rlm_scores,
+    rlm_stream_scorer,
+    user_fields,
+)
+from promptrec.models.metrics import paired_bootstrap_ci
+from promptrec.models.rlm.model import RecLM
+from promptrec.models.stream_report import SHORT_HISTORY, short_prefixes
+from promptrec.models.user_context import ItemCatalog
 
 
 def sensitivity(

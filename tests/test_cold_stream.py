@@ -11,8 +11,8 @@ import math
 import numpy as np
 import pytest
 
-from models.baselines import PopularityScorer
-from models.cold_stream import (
+from promptrec.models.baselines import PopularityScorer
+from promptrec.models.cold_stream import (
     BUCKETS,
     cold_stream,
     compare,
@@ -20,8 +20,8 @@ from models.cold_stream import (
     format_table,
     item_scorer_fn,
 )
-from models.data.splits import Splits
-from models.metrics import paired_bootstrap_ci
+from promptrec.models.data.splits import Splits
+from promptrec.models.metrics import paired_bootstrap_ci
 
 # Item -> score for 6 items; by score the order is 1, 3, 0, 5, 2, 4.
 SCORES = np.array([3.0, 5.0, 1.0, 4.0, 0.0, 2.0], dtype=np.float32)

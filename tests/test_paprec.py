@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from models.prompts.paprec.config import PaprecConfig
-from models.prompts.paprec.search import PaprecSearch, _triggers
-from models.prompts.paprec.state import PaprecState, PromptSet
-from models.prompts.rendering import render_prompt
-from models.prompts.selection import build_examples
-from models.ranking import encode_token_lists, item_logits, rank_items, rows_per_call
-from models.rlm.model import RecLM
-from models.rlm.train import TrainConfig, train_rlm
-from models.templates import TEMPLATES, PromptFields
-from models.user_context import ItemCatalog, user_profiles
+from promptrec.models.prompts.paprec.config import PaprecConfig
+from promptrec.models.prompts.paprec.search import PaprecSearch, _triggers
+from promptrec.models.prompts.paprec.state import PaprecState, PromptSet
+from promptrec.models.prompts.rendering import render_prompt
+from promptrec.models.prompts.selection import build_examples
+from promptrec.models.ranking import encode_token_lists, item_logits, rank_items, rows_per_call
+from promptrec.models.rlm.model import RecLM
+from promptrec.models.rlm.train import TrainConfig, train_rlm
+from promptrec.models.templates import TEMPLATES, PromptFields
+from promptrec.models.user_context import ItemCatalog, user_profiles
 
 
 @pytest.fixture(scope="module")
@@ -387,7 +387,7 @@ def test_search_is_deterministic_and_the_prompt_set_round_trips(lm, examples, tm
 
 
 def test_pipeline_writes_a_prompt_set_and_resumes_without_redoing_users(lm, data, splits, tmp_path):
-    from models.prompts.paprec.pipeline import run_search
+    from promptrec.models.prompts.paprec.pipeline import run_search
 
     catalog = ItemCatalog.build(data.items, splits)
     profiles = user_profiles(data.users, splits)

@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from models.metrics import metric
-from models.prompts.paprec.config import PaprecConfig
-from models.prompts.paprec.state import PaprecState, UserOutcome
-from models.prompts.selection import SearchExamples
-from models.ranking import (
+from promptrec.models.metrics import metric
+from promptrec.models.prompts.paprec.config import PaprecConfig
+from promptrec.models.prompts.paprec.state import PaprecState, UserOutcome
+from promptrec.models.prompts.selection import SearchExamples
+from promptrec.models.ranking import (
     bos_row,
     item_logits,
     item_scorer,
@@ -31,9 +31,9 @@ from models.ranking import (
     row_col_indices,
     rows_per_call,
 )
-from models.rlm.model import RecLM
-from models.templates import TEMPLATES, render_parts
-from models.text import is_word
+from promptrec.models.rlm.model import RecLM
+from promptrec.models.templates import TEMPLATES, render_parts
+from promptrec.models.text import is_word
 
 
 @dataclass

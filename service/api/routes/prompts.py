@@ -6,12 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
 
-from service.api.access import CLIENT_RESPONSES, ClientRoute
-from service.api.deps import RuntimeDep, SessionDep
-from service.api.runtime import Runtime
-from service.api.schemas import ID_PATTERN, Problem, PromptView, Task
-from service.hot_reads import ServedPrompt, served_prompt
-from service.repositories import users
+from promptrec.core.cached_reads import ServedPrompt, served_prompt
+from promptrec.core.repositories import users
+from promptrec.service.api.access import CLIENT_RESPONSES, ClientRoute
+from promptrec.service.api.deps import RuntimeDep, SessionDep
+from promptrec.service.api.runtime import Runtime
+from promptrec.service.api.schemas import ID_PATTERN, Problem, PromptView, Task
 
 router = APIRouter(
     prefix="/v1/users",
