@@ -17,6 +17,7 @@ from promptrec.cli.options import (
 )
 
 # Plain dataclasses, no torch import: the CLI's defaults are theirs.
+from promptrec.models.prompts.rendering import DEFAULT_TEMPLATE
 from promptrec.models.rlm.config import PRESETS, CorpusConfig, TrainConfig, preset_defaults
 
 
@@ -62,12 +63,12 @@ def add_model_commands(commands: argparse._SubParsersAction) -> None:
     sens = commands.add_parser("sensitivity", help="does the RLM read its words? true vs shuffled")
     sens.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     sens.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    sens.add_argument("--template", default="seq-1")
+    sens.add_argument("--template", default=DEFAULT_TEMPLATE["sequential"])
     sens.add_argument(
         "--shuffles",
         type=positive_int,
-        default=5,
-        help="permutations of the words averaged per user",
+        help="permutations of the words averaged per user (default: SHUFFLES of "
+        "models/sensitivity.py)",
     )
     sens.set_defaults(run=_sensitivity)
 
@@ -118,6 +119,7 @@ def _sensitivity(args: argparse.Namespace) -> int:
 
     data, splits = load_splits(args.data)
     lm, catalog, profiles = load_context(args.model, data, splits)
-    result = sensitivity(lm, splits, catalog, profiles, args.template, shuffles=args.shuffles)
+    shuffles = {"shuffles": args.shuffles} if args.shuffles else {}
+    result = sensitivity(lm, splits, catalog, profiles, args.template, **shuffles)
     print(json.dumps(result, indent=1))
     return 0

@@ -280,24 +280,6 @@ def compare(a: StreamResult, b: StreamResult, metric: str = "NDCG@10") -> Compar
     )
 
 
-def format_table(results: Sequence[StreamResult], name: str = "NDCG@10") -> str:
-    """Overall metrics and `name` per history-length bucket, one row per method."""
-    head = (
-        f"{'method':<18}{'users':>6}{'preds':>7}"
-        + "".join(f"{m:>9}" for m in METRICS)
-        + "".join(f"{b:>9}" for b, _, _ in BUCKETS)
-    )
-    lines = [f"cold stream; per history length: {name}", head, "-" * len(head)]
-    for r in results:
-        overall, buckets = r.metrics(), r.by_history_len()
-        lines.append(
-            f"{r.method:<18}{len(r.stream.users):>6}{len(r.stream):>7}"
-            + "".join(f"{overall[m]:>9.4f}" for m in METRICS)
-            + "".join(f"{buckets[b]['metrics'][name]:>9.4f}" for b, _, _ in BUCKETS)
-        )
-    return "\n".join(lines)
-
-
 def _user_means(values: np.ndarray, pos: np.ndarray, n_users: int) -> np.ndarray:
     """Mean of `values` per user position; NaN for a user without values here."""
     sums = np.bincount(pos, weights=values, minlength=n_users)

@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, HTTPException, Path, Query, status
 from sqlalchemy.exc import IntegrityError
 
-from promptrec.core.cached_reads import invalidate_user_prompt, served_prompt
+from promptrec.core.cached_reads import invalidate_user_prompt
 from promptrec.core.db.tables import JobScope, JobStatus, SearchJob
 from promptrec.core.outages import STORE_ERRORS
 from promptrec.core.queue import SearchTask
@@ -18,7 +18,7 @@ from promptrec.core.repositories import jobs, users
 from promptrec.core.repositories import prompts as prompt_repo
 from promptrec.service.api.access import AdminRoute
 from promptrec.service.api.deps import AdminDep, RuntimeDep, SessionDep
-from promptrec.service.api.routes.prompts import prompt_view
+from promptrec.service.api.routes.prompts import served_prompt_view
 from promptrec.service.api.schemas import (
     ID_PATTERN,
     JobCreate,
@@ -192,12 +192,4 @@ async def roll_back_prompt(
         raise HTTPException(status.HTTP_409_CONFLICT, "the user has no personal prompt")
     await session.commit()
     await invalidate_user_prompt(runtime.cache, runtime.fingerprint, task, user_id)
-    prompt = await served_prompt(
-        session,
-        runtime.cache,
-        user_id,
-        task,
-        runtime.fingerprint,
-        runtime.settings.prompt_refresh_s,
-    )
-    return prompt_view(runtime, user_id, task, prompt)
+    return await served_prompt_view(runtime, session, user_id, task)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from promptrec.core.cached_reads import ServedPrompt, served_prompt
 from promptrec.core.repositories import users
@@ -52,6 +53,13 @@ async def get_prompt(
 ) -> PromptView:
     if await users.get_user(session, user_id) is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown user {user_id}")
+    return await served_prompt_view(runtime, session, user_id, task)
+
+
+async def served_prompt_view(
+    runtime: Runtime, session: AsyncSession, user_id: str, task: str
+) -> PromptView:
+    """What the user is served for the task now (through the cache)."""
     prompt = await served_prompt(
         session,
         runtime.cache,
