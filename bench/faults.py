@@ -54,10 +54,10 @@ from worker_testing import (  # noqa: E402
     worker_env,
 )
 
-from service.db.engine import make_sync_engine  # noqa: E402
-from service.db.prompt_loader import load_prompt_set  # noqa: E402
-from service.db.tables import Interaction, UserPrompt  # noqa: E402
-from worker.queue import GROUP  # noqa: E402
+from promptrec.core.db.engine import make_sync_engine  # noqa: E402
+from promptrec.core.db.prompt_loader import load_prompt_set  # noqa: E402
+from promptrec.core.db.tables import Interaction, UserPrompt  # noqa: E402
+from promptrec.core.queue import GROUP  # noqa: E402
 
 MODEL = ROOT / "artifacts" / "rlm-small"
 PROMPTS = ROOT / "artifacts" / "prompts" / "sequential.json"

@@ -25,21 +25,21 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from paprec_reference import BeamSearchAcceptance
 
-from models.data.dataset import InteractionData
-from models.data.splits import make_splits
-from models.metrics import paired_bootstrap_ci
-from models.prompts.paprec.config import PaprecConfig
-from models.prompts.paprec.pipeline import run_search, training_examples
-from models.prompts.paprec.search import PaprecSearch
-from models.prompts.selection import SearchExamples
-from models.report import (
+from promptrec.models.data.dataset import InteractionData
+from promptrec.models.data.splits import make_splits
+from promptrec.models.metrics import paired_bootstrap_ci
+from promptrec.models.prompts.paprec.config import PaprecConfig
+from promptrec.models.prompts.paprec.pipeline import run_search, training_examples
+from promptrec.models.prompts.paprec.search import PaprecSearch
+from promptrec.models.prompts.selection import SearchExamples
+from promptrec.models.report import (
     best_by_validation,
     load_context,
     score_prompt_set,
     score_rlm_template,
     sequential_templates,
 )
-from models.templates import PromptFields
+from promptrec.models.templates import PromptFields
 
 METRICS = ("HR@5", "NDCG@5", "HR@10", "NDCG@10")
 SELECTION_METRICS = ("NDCG@10", "HR@10")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from models.prompts.paprec.search import PaprecSearch
+from promptrec.models.prompts.paprec.search import PaprecSearch
 
 BEAMS = 20
 

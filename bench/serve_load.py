@@ -80,7 +80,7 @@ def _free_port() -> int:
 def _promptrec() -> list[str]:
     """The `promptrec` console script of this interpreter's environment (or the module)."""
     script = Path(sys.executable).parent / "promptrec"
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "service.cli"]
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "promptrec.cli"]
 
 
 def _cpu_seconds(pid: int) -> float | None:
@@ -591,7 +591,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.duration <= 0 or args.warmup < 0 or args.overload_duration <= 0:
         parser.error("durations must be positive")
 
-    from service.settings import Settings  # the defaults the server runs with
+    from promptrec.core.settings import Settings  # the defaults the server runs with
 
     defaults = {
         name: Settings.model_fields[name].default

@@ -44,8 +44,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serve_load import ROOT, Server, _promptrec, _run_cli, _shown
 
-from models.metrics import paired_bootstrap_ci
-from service.demo import cold_users, replay, summary, table
+from promptrec.cli.demo import cold_users, replay, summary, table
+from promptrec.models.metrics import paired_bootstrap_ci
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/0"

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.data.dataset import InteractionData
-from models.data.splits import make_splits
+from promptrec.models.data.dataset import InteractionData
+from promptrec.models.data.splits import make_splits
 
 GENRES = ["Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi"]
 OCCUPATIONS = ["engineer", "artist", "student", "doctor"]

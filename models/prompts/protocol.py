@@ -18,9 +18,9 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import torch
 
-from models.prompts.selection import SearchExamples
-from models.rlm.model import RecLM
-from models.templates import PromptFields
+from promptrec.models.prompts.selection import SearchExamples
+from promptrec.models.rlm.model import RecLM
+from promptrec.models.templates import PromptFields
 
 State = TypeVar("State")
 

@@ -5,8 +5,8 @@ strategy = get_strategy("paprec")(lm, config)
 
 from __future__ import annotations
 
-from models.prompts.paprec.strategy import PaprecStrategy
-from models.prompts.protocol import StrategyFactory
+from promptrec.models.prompts.paprec.strategy import PaprecStrategy
+from promptrec.models.prompts.protocol import StrategyFactory
 
 _STRATEGIES: dict[str, StrategyFactory] = {}
 

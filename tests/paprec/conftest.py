@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from models.prompts.selection import SearchExamples, build_examples
-from models.rlm.model import RecLM
-from models.rlm.train import TrainConfig, train_rlm
-from models.user_context import ItemCatalog, user_profiles
+from promptrec.models.prompts.selection import SearchExamples, build_examples
+from promptrec.models.rlm.model import RecLM
+from promptrec.models.rlm.train import TrainConfig, train_rlm
+from promptrec.models.user_context import ItemCatalog, user_profiles
 
 
 @pytest.fixture(scope="session")

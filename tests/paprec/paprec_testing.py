@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.prompts.paprec.config import PaprecConfig
-from models.prompts.paprec.scoring import PromptScorer
-from models.prompts.paprec.search import PaprecSearch
+from promptrec.models.prompts.paprec.config import PaprecConfig
+from promptrec.models.prompts.paprec.scoring import PromptScorer
+from promptrec.models.prompts.paprec.search import PaprecSearch
 
 CONFIG = PaprecConfig(task_tokens=3, personal_tokens=2, candidates=4, max_cycles=1, batch_size=64)
 

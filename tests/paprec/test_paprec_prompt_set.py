@@ -8,14 +8,14 @@ import pytest
 import torch
 from paprec_testing import CONFIG
 
-from models.prompts.paprec.config import PaprecConfig
-from models.prompts.paprec.pipeline import run_search
-from models.prompts.paprec.search import PaprecSearch
-from models.prompts.paprec.state import PaprecState, PromptSet
-from models.prompts.rendering import render_prompt
-from models.ranking import encode_token_lists, rank_items
-from models.templates import TEMPLATES, PromptFields
-from models.user_context import ItemCatalog, user_profiles
+from promptrec.models.prompts.paprec.config import PaprecConfig
+from promptrec.models.prompts.paprec.pipeline import run_search
+from promptrec.models.prompts.paprec.search import PaprecSearch
+from promptrec.models.prompts.paprec.state import PaprecState, PromptSet
+from promptrec.models.prompts.rendering import render_prompt
+from promptrec.models.ranking import encode_token_lists, rank_items
+from promptrec.models.templates import TEMPLATES, PromptFields
+from promptrec.models.user_context import ItemCatalog, user_profiles
 
 
 def test_personal_tokens_change_only_their_users_ranking(lm, splits):

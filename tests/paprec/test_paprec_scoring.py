@@ -9,9 +9,9 @@ import pytest
 import torch
 from paprec_testing import CONFIG
 
-from models.prompts.paprec.config import PaprecConfig
-from models.prompts.paprec.scoring import PromptScorer
-from models.ranking import encode_token_lists, item_logits, rows_per_call
+from promptrec.models.prompts.paprec.config import PaprecConfig
+from promptrec.models.prompts.paprec.scoring import PromptScorer
+from promptrec.models.ranking import encode_token_lists, item_logits, rows_per_call
 
 
 def test_candidate_scores_equal_grad_dot_embedding_matrix(lm, examples):

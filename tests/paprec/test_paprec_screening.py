@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from paprec_testing import CONFIG, counting_passes
 
-from models.prompts.paprec.scoring import PromptScorer, triggers
-from models.prompts.paprec.screening import screen_for, screen_scores
-from models.prompts.paprec.search import PaprecSearch
+from promptrec.models.prompts.paprec.scoring import PromptScorer, triggers
+from promptrec.models.prompts.paprec.screening import screen_for, screen_scores
+from promptrec.models.prompts.paprec.search import PaprecSearch
 
 
 def test_screened_acceptance_is_exact_and_scores_few_candidates_fully(lm, examples):

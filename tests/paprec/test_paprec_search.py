@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from paprec_testing import CONFIG, recording_rounds, trying_everyone
 
-from models.prompts.paprec.scoring import triggers
-from models.prompts.paprec.search import PaprecSearch
-from models.prompts.paprec.state import PaprecState
+from promptrec.models.prompts.paprec.scoring import triggers
+from promptrec.models.prompts.paprec.search import PaprecSearch
+from promptrec.models.prompts.paprec.state import PaprecState
 
 
 def test_task_tokens_are_kept_only_if_they_beat_the_plain_template(lm, examples):

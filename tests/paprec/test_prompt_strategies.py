@@ -7,13 +7,13 @@ import pytest
 import torch
 from paprec_testing import CONFIG
 
-from models.metrics import metric
-from models.prompts.paprec.state import PaprecState
-from models.prompts.paprec.strategy import PaprecStrategy
-from models.prompts.protocol import PromptStrategy
-from models.prompts.registry import get_strategy, register, strategy_names
-from models.prompts.selection import SearchExamples
-from models.ranking import item_scorer
+from promptrec.models.metrics import metric
+from promptrec.models.prompts.paprec.state import PaprecState
+from promptrec.models.prompts.paprec.strategy import PaprecStrategy
+from promptrec.models.prompts.protocol import PromptStrategy
+from promptrec.models.prompts.registry import get_strategy, register, strategy_names
+from promptrec.models.prompts.selection import SearchExamples
+from promptrec.models.ranking import item_scorer
 
 
 def test_paprec_is_registered_by_its_name():

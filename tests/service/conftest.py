@@ -21,13 +21,13 @@ from gateway_testing import (
 )
 from sqlalchemy.engine import make_url
 
-from models.data.movielens import fetch_movielens
-from models.data.splits import make_splits
-from models.rlm.model import RecLM
-from models.rlm.train import TrainConfig, build_rlm
-from service.api.app import create_app
-from service.db.engine import make_sync_engine
-from service.db.prompt_loader import load_prompt_set
+from promptrec.cli.gateway import gateway_app
+from promptrec.core.db.engine import make_sync_engine
+from promptrec.core.db.prompt_loader import load_prompt_set
+from promptrec.models.data.movielens import fetch_movielens
+from promptrec.models.data.splits import make_splits
+from promptrec.models.rlm.model import RecLM
+from promptrec.models.rlm.train import TrainConfig, build_rlm
 
 
 @pytest.fixture(scope="session")
@@ -91,7 +91,7 @@ def service(request, lm, dataset_dir, embedded_url) -> Iterator[Service]:
         settings = service_settings(
             url, redis_url=REDIS_URL, redis_key_prefix=request.getfixturevalue("redis_prefix")
         )
-    with TestClient(create_app(settings, lm=lm)) as client:
+    with TestClient(gateway_app(settings, lm=lm)) as client:
         yield Service(request.param, client, settings)
 
 

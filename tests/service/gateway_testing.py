@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from service.db import migrate
-from service.db.dataset_loader import load_dataset
-from service.db.engine import make_sync_engine
-from service.settings import Settings
+from promptrec.core.db import migrate
+from promptrec.core.db.dataset_loader import load_dataset
+from promptrec.core.db.engine import make_sync_engine
+from promptrec.core.settings import Settings
 
 ADMIN_KEY = "test-admin-key-0123456789abcdef"
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -69,8 +69,8 @@ def run_async(service: Service, function, *args):
 
 async def write_user_prompt(runtime, user_id: str, task: str, tokens: list[str]) -> int:
     """What the worker will do: commit a new version, then invalidate the cached prompt."""
-    from service.hot_reads import invalidate_user_prompt
-    from service.repositories.prompts import SearchedPrompt, add_user_prompt
+    from promptrec.core.cached_reads import invalidate_user_prompt
+    from promptrec.core.repositories.prompts import SearchedPrompt, add_user_prompt
 
     async with runtime.sessions() as session:
         row = await add_user_prompt(
@@ -83,8 +83,8 @@ async def write_user_prompt(runtime, user_id: str, task: str, tokens: list[str])
 
 
 async def write_task_prompt(runtime, task: str, tokens: list[str]) -> int:
-    from service.hot_reads import invalidate_task_prompt
-    from service.repositories.prompts import add_prompt_set
+    from promptrec.core.cached_reads import invalidate_task_prompt
+    from promptrec.core.repositories.prompts import add_prompt_set
 
     async with runtime.sessions() as session:
         row = await add_prompt_set(session, task, runtime.fingerprint, tokens, {"ndcg@10": 0.3})

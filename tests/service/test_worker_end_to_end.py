@@ -14,9 +14,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from worker_testing import GatewayProcess, RedisServer, wait_for, worker_env, workers
 
-from models.rlm.model import RecLM
-from service.api.app import create_app
-from service.demo import cold_users, replay, summary
+from promptrec.cli.demo import cold_users, replay, summary
+from promptrec.cli.gateway import gateway_app
+from promptrec.models.rlm.model import RecLM
 
 # About one user in six keeps personal tokens (searches are deterministic per batch); 32 cold
 # users make a run where none does unlikely.
@@ -86,8 +86,8 @@ def test_cold_users_posting_events_get_searched_and_their_recommendations_change
 def test_embedded_mode_runs_the_worker_in_the_gateway(tmp_path, movielens_dir):
     from gateway_testing import prepared_database
 
-    from service.db.engine import make_sync_engine
-    from service.db.prompt_loader import load_prompt_set
+    from promptrec.core.db.engine import make_sync_engine
+    from promptrec.core.db.prompt_loader import load_prompt_set
 
     url = prepared_database(f"sqlite:///{tmp_path / 'embedded.db'}", movielens_dir)
     engine = make_sync_engine(url)
@@ -101,9 +101,9 @@ def test_embedded_mode_runs_the_worker_in_the_gateway(tmp_path, movielens_dir):
         worker_scheduler_interval_s=0.5,
     )
     user = cold_users(movielens_dir, 1)[0]
-    with TestClient(create_app(settings, lm=RecLM.load(SMALL_MODEL))) as client:
+    with TestClient(gateway_app(settings, lm=RecLM.load(SMALL_MODEL))) as client:
         runtime = client.app.state.runtime
-        assert runtime.worker_task is not None and runtime.queue.name == "in-process"
+        assert runtime.background_task is not None and runtime.queue.name == "in-process"
         events = [
             {"event_id": f"e{k}", "user_id": user.user_id, "item_id": item, "timestamp": 1000 + k}
             for k, item in enumerate(user.history)
@@ -125,9 +125,9 @@ def test_a_personalized_user_with_new_events_gets_a_drift_check(tmp_path, moviel
 
     from gateway_testing import prepared_database
 
-    from service.db.engine import make_sync_engine
-    from service.db.prompt_loader import load_prompt_set
-    from service.db.tables import SearchJob, SearchJobUser, User
+    from promptrec.core.db.engine import make_sync_engine
+    from promptrec.core.db.prompt_loader import load_prompt_set
+    from promptrec.core.db.tables import SearchJob, SearchJobUser, User
 
     prompts = SMALL_MODEL.parent / "prompts" / "sequential.json"
     outcomes = json.loads(prompts.read_text())["users"]
@@ -142,7 +142,7 @@ def test_a_personalized_user_with_new_events_gets_a_drift_check(tmp_path, moviel
         drift_events=5,
         worker_scheduler_interval_s=0.5,
     )
-    with TestClient(create_app(settings, lm=RecLM.load(SMALL_MODEL))) as client:
+    with TestClient(gateway_app(settings, lm=RecLM.load(SMALL_MODEL))) as client:
         before = client.get(f"/v1/users/{user}/prompt", params={"task": "sequential"}).json()
         assert before["personalized"]
         events = [

@@ -21,8 +21,8 @@ from worker_testing import (
     workers,
 )
 
-from service.db.engine import make_sync_engine
-from service.db.tables import User, UserPrompt
+from promptrec.core.db.engine import make_sync_engine
+from promptrec.core.db.tables import User, UserPrompt
 
 USERS = [str(u) for u in range(1, 33)]  # four batches of 8
 
@@ -107,7 +107,7 @@ def test_postgres_restarted_mid_job_the_worker_backs_off_and_recovers(
 ):
     from gateway_testing import prepared_database
 
-    from service.db.prompt_loader import load_prompt_set
+    from promptrec.core.db.prompt_loader import load_prompt_set
 
     server = PostgresServer()
     try:

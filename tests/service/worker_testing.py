@@ -20,10 +20,10 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from service.db.engine import make_async_engine, make_session_factory, make_sync_engine
-from service.db.tables import SearchJob, SearchJobUser, UserPrompt
-from service.repositories import jobs
-from worker.queue import SearchTask, StreamQueue
+from promptrec.core.db.engine import make_async_engine, make_session_factory, make_sync_engine
+from promptrec.core.db.tables import SearchJob, SearchJobUser, UserPrompt
+from promptrec.core.queue import SearchTask, StreamQueue
+from promptrec.core.repositories import jobs
 
 
 def free_port() -> int:
@@ -154,7 +154,7 @@ class WorkerProcess:
         self.log = log
         self.handle = log.open("w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "worker", "--consumer", name],
+            [sys.executable, "-m", "promptrec.cli", "worker", "--consumer", name],
             env=env,
             stdout=self.handle,
             stderr=subprocess.STDOUT,
@@ -302,7 +302,7 @@ class GatewayProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.handle = log.open("w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve", "--port", str(self.port)],
+            [sys.executable, "-m", "promptrec.cli", "serve", "--port", str(self.port)],
             env=env,
             stdout=self.handle,
             stderr=subprocess.STDOUT,

@@ -14,10 +14,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from models.prompts.paprec.config import PaprecConfig
-from models.prompts.paprec.scoring import ExampleBatch, PromptScorer, Triggers, triggers
-from models.prompts.paprec.screening import race, remember_scores, screen_for
-from models.rlm.model import RecLM
+from promptrec.models.prompts.paprec.config import PaprecConfig
+from promptrec.models.prompts.paprec.scoring import ExampleBatch, PromptScorer, Triggers, triggers
+from promptrec.models.prompts.paprec.screening import race, remember_scores, screen_for
+from promptrec.models.rlm.model import RecLM
 
 
 class TriggerRounds:

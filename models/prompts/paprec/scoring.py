@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from models.metrics import metric
-from models.prompts.paprec.config import PaprecConfig
-from models.prompts.selection import SearchExamples
-from models.ranking import (
+from promptrec.models.metrics import metric
+from promptrec.models.prompts.paprec.config import PaprecConfig
+from promptrec.models.prompts.selection import SearchExamples
+from promptrec.models.ranking import (
     bos_row,
     item_logits,
     item_scorer,
@@ -27,12 +27,12 @@ from models.ranking import (
     row_col_indices,
     rows_per_call,
 )
-from models.rlm.model import RecLM
-from models.templates import TEMPLATES, render_parts
-from models.text import is_word
+from promptrec.models.rlm.model import RecLM
+from promptrec.models.templates import TEMPLATES, render_parts
+from promptrec.models.text import is_word
 
 if TYPE_CHECKING:
-    from models.prompts.paprec.screening import Screen
+    from promptrec.models.prompts.paprec.screening import Screen
 
 Triggers = Callable[[int], list[int]]
 """Trigger token ids of example j of a batch."""

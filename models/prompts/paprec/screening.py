@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from models.prompts.paprec.config import PaprecConfig
-from models.prompts.paprec.scoring import ExampleBatch, PromptScorer
+from promptrec.models.prompts.paprec.config import PaprecConfig
+from promptrec.models.prompts.paprec.scoring import ExampleBatch, PromptScorer
 
 
 @dataclass

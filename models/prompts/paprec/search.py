@@ -15,12 +15,12 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from models.prompts.paprec.config import PaprecConfig
-from models.prompts.paprec.rounds import TriggerRounds
-from models.prompts.paprec.scoring import ExampleBatch, triggers
-from models.prompts.paprec.state import PaprecState, UserOutcome
-from models.prompts.selection import SearchExamples
-from models.rlm.model import RecLM
+from promptrec.models.prompts.paprec.config import PaprecConfig
+from promptrec.models.prompts.paprec.rounds import TriggerRounds
+from promptrec.models.prompts.paprec.scoring import ExampleBatch, triggers
+from promptrec.models.prompts.paprec.state import PaprecState, UserOutcome
+from promptrec.models.prompts.selection import SearchExamples
+from promptrec.models.rlm.model import RecLM
 
 
 class PaprecSearch(TriggerRounds):

@@ -5,15 +5,15 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 
-from models.prompts.paprec.config import PaprecConfig
-from models.prompts.paprec.search import PaprecSearch
-from models.prompts.paprec.state import PaprecState
-from models.prompts.protocol import PromptBatch
-from models.prompts.rendering import render_prompt
-from models.prompts.selection import SearchExamples
-from models.ranking import encode_token_lists
-from models.rlm.model import RecLM
-from models.templates import PromptFields
+from promptrec.models.prompts.paprec.config import PaprecConfig
+from promptrec.models.prompts.paprec.search import PaprecSearch
+from promptrec.models.prompts.paprec.state import PaprecState
+from promptrec.models.prompts.protocol import PromptBatch
+from promptrec.models.prompts.rendering import render_prompt
+from promptrec.models.prompts.selection import SearchExamples
+from promptrec.models.ranking import encode_token_lists
+from promptrec.models.rlm.model import RecLM
+from promptrec.models.templates import PromptFields
 
 
 class PaprecStrategy:
