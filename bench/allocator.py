@@ -3,7 +3,7 @@
     python -m bench.allocator --model artifacts/rlm-small --data data/ml-100k \
         --out bench/results/allocator.json
 
-Each configuration (malloc default or `models.allocator.retain_freed_memory`, x prompts per
+Each configuration (malloc default or `models.malloc_settings.retain_freed_memory`, x prompts per
 model call) runs in its own process, since malloc settings are process-wide: the seq-1 prompts
 of every user, scored (traced ranking graph) and differentiated (eager gradient w.r.t. the input
 embeddings, as a PAP-REC round takes it). The configurations take turns, round after round, so
@@ -28,13 +28,13 @@ CONFIGS = [("default", 512), ("default", 64), *(("retained", n) for n in (512, 2
 
 
 def child(model: Path, data_dir: Path, malloc: str, rows: int, passes: int) -> dict:
-    import models.rlm.model as rlm_model
-    from models.data.dataset import InteractionData
-    from models.data.splits import make_splits
-    from models.evaluation import user_fields
-    from models.ranking import encode_token_lists, item_logits, item_scorer
-    from models.report import load_context
-    from models.templates import TEMPLATES, render_tokens
+    import promptrec.models.rlm.model as rlm_model
+    from promptrec.models.data.dataset import InteractionData
+    from promptrec.models.data.splits import make_splits
+    from promptrec.models.evaluation import user_fields
+    from promptrec.models.model_context import load_context
+    from promptrec.models.ranking import encode_token_lists, item_logits, item_scorer
+    from promptrec.models.templates import TEMPLATES, render_tokens
 
     if malloc == "default":  # the model would apply the settings when it is built
         rlm_model.retain_freed_memory = lambda: False

@@ -38,9 +38,9 @@ from sqlalchemy.orm import Session
 
 from bench.faults_injection import FAULTS
 from bench.faults_stack import ADMIN_KEY, Load, Stack, queue_admin_job
-from service.db.engine import make_sync_engine
-from service.db.prompt_loader import load_prompt_set
-from service.db.tables import Interaction, UserPrompt
+from promptrec.core.db.engine import make_sync_engine
+from promptrec.core.db.prompt_loader import load_prompt_set
+from promptrec.core.db.tables import Interaction, UserPrompt
 from tests.support.databases import prepared_database
 from tests.support.paths import MOVIELENS, REPO, SHIPPED_PROMPTS, SMALL_MODEL
 from tests.support.private_servers import PostgresServer, RedisServer

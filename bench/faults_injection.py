@@ -7,9 +7,9 @@ import time
 import redis
 
 from bench.faults_stack import Stack
+from promptrec.core.queue import GROUP
 from tests.support.processes import wait_for
 from tests.support.search_jobs import JobView
-from worker.queue import GROUP
 
 
 def _busy_consumers(stack: Stack) -> set[str]:

@@ -21,15 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
-from models.data.dataset import InteractionData
-from models.data.splits import make_splits
-from models.evaluation import full_ranking_metrics, rlm_scores, user_fields
-from models.metrics import paired_bootstrap_ci, parse_metric_list
-from models.prompts.paprec.pipeline import PERSONAL_CHUNK, training_examples
-from models.prompts.paprec.search import PaprecSearch
-from models.prompts.paprec.state import PromptSet
-from models.prompts.rendering import UserPrompt
-from models.report import load_context
+from promptrec.models.data.dataset import InteractionData
+from promptrec.models.data.splits import make_splits
+from promptrec.models.evaluation import full_ranking_metrics, rlm_scores, user_fields
+from promptrec.models.metrics import paired_bootstrap_ci, parse_metric_list
+from promptrec.models.model_context import load_context
+from promptrec.models.prompts.paprec.pipeline import PERSONAL_CHUNK, training_examples
+from promptrec.models.prompts.paprec.search import PaprecSearch
+from promptrec.models.prompts.paprec.state import PromptSet
+from promptrec.models.prompts.rendering import UserPrompt
 
 # (personal tokens d, candidates k, selection examples per user, max cycles)
 GRID = (

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from models.data.dataset import InteractionData
-from models.data.splits import make_splits
-from models.evaluation import full_ranking_metrics, rlm_scores, user_fields
-from models.metrics import paired_bootstrap_ci
-from models.report import load_context
-from models.sensitivity import sensitivity
+from promptrec.models.data.dataset import InteractionData
+from promptrec.models.data.splits import make_splits
+from promptrec.models.evaluation import full_ranking_metrics, rlm_scores, user_fields
+from promptrec.models.metrics import paired_bootstrap_ci
+from promptrec.models.model_context import load_context
+from promptrec.models.sensitivity import sensitivity
 
 GROUPS = ("warm", "cold", "all")
 

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import torch
 
-from models.data.dataset import InteractionData
-from models.data.splits import make_splits
-from models.ranking_speed import ranking_speed
-from models.report import QualityOptions, load_context, quality_report
+from promptrec.models.data.dataset import InteractionData
+from promptrec.models.data.splits import make_splits
+from promptrec.models.model_context import load_context
+from promptrec.models.ranking_speed import ranking_speed
+from promptrec.models.report import QualityOptions, quality_report
 
 
 def main() -> None:

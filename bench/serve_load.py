@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.duration <= 0 or args.warmup < 0 or args.overload_duration <= 0:
         parser.error("durations must be positive")
 
-    from service.settings import Settings  # the defaults the server runs with
+    from promptrec.core.settings import Settings  # the defaults the server runs with
 
     defaults = {
         name: Settings.model_fields[name].default

@@ -39,8 +39,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.metrics import paired_bootstrap_ci
-from service.demo import cold_users, replay, summary, table
+from promptrec.cli.demo import cold_users, replay, summary, table
+from promptrec.models.metrics import paired_bootstrap_ci
 from tests.support.databases import REDIS_URL, delete_redis_keys, temporary_postgres_database
 from tests.support.gateway_process import GatewayProcess
 from tests.support.paths import MOVIELENS, REPO, SHIPPED_PROMPTS, SMALL_MODEL, shown

@@ -7,12 +7,12 @@ import time
 import numpy as np
 import torch
 
-from models.data.splits import Splits
-from models.evaluation import user_fields
-from models.ranking import encode_token_lists, rank_items, rows_per_call
-from models.rlm.model import RecLM
-from models.templates import TEMPLATES, render_tokens
-from models.user_context import ItemCatalog
+from promptrec.models.data.splits import Splits
+from promptrec.models.evaluation import user_fields
+from promptrec.models.ranking import encode_token_lists, rank_items, rows_per_call
+from promptrec.models.rlm.model import RecLM
+from promptrec.models.templates import TEMPLATES, render_tokens
+from promptrec.models.user_context import ItemCatalog
 
 
 def ranking_speed(

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.data.dataset import InteractionData
-from models.data.splits import make_splits
-from models.rlm.model import RecLM
+from promptrec.models.data.dataset import InteractionData
+from promptrec.models.data.splits import make_splits
+from promptrec.models.rlm.model import RecLM
 from tests.support.databases import REDIS_URL, delete_redis_keys, redis_available
 
 GENRES = ["Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi"]
@@ -66,7 +66,7 @@ def data_without_repeats() -> InteractionData:
 def model_dir(tmp_path_factory, data) -> Path:
     """An untrained tiny RLM: rankings are arbitrary but deterministic, which is all the API
     and worker tests need."""
-    from models.rlm.train import TrainConfig, build_rlm
+    from promptrec.models.rlm.train import TrainConfig, build_rlm
 
     lm, _, _ = build_rlm(data, make_splits(data), TrainConfig(preset="tiny"))
     out = tmp_path_factory.mktemp("model")

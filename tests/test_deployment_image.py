@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from service.cli import build_parser, main
-from service.db import migrate
-from service.settings import get_settings
+from promptrec.cli.main import build_parser, main
+from promptrec.core.db import migrate
+from promptrec.core.settings import get_settings
 from tests.support.deployment_files import (
     DOCKERFILE,
     DOCKERIGNORE,
@@ -26,6 +26,8 @@ from tests.support.deployment_files import (
     image_commands,
 )
 from tests.support.paths import REPO
+
+PACKAGE_FOLDERS = ("models", "core", "service", "worker", "cli")  # installed as promptrec.*
 
 # ---- every command the image runs exists in the CLI ------------------------------------------
 
@@ -65,7 +67,7 @@ def test_the_image_entrypoint_is_the_promptrec_console_script():
     entrypoints = [json.loads(args) for keyword, args in final_stage() if keyword == "ENTRYPOINT"]
     assert entrypoints[-1] == ["promptrec"]
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["promptrec"] == "service.cli:main"
+    assert scripts["promptrec"] == "promptrec.cli:main"
     for name, service in compose_raw()["services"].items():
         assert "entrypoint" not in service, f"{name} overrides the promptrec entrypoint"
 
@@ -113,19 +115,24 @@ def test_the_dockerfile_is_multi_stage_non_root_and_pins_cpu_torch():
 
 
 def test_the_image_keeps_alembic_ini_where_the_migrate_module_looks_for_it():
-    """`service.db.migrate` reads alembic.ini two folders above its own file, so the image runs
-    the code from its workdir (on PYTHONPATH), next to alembic.ini, migrations/ and the model."""
+    """`promptrec.core.db.migrate` reads alembic.ini two folders above its own file: the builder
+    installs the project editable from the folder the runtime stage runs in, and the runtime
+    stage copies the code, alembic.ini, migrations/ and the model there."""
     assert Path(migrate.__file__).resolve().parents[2] / "alembic.ini" == migrate.ALEMBIC_INI
+    instructions = dockerfile_instructions()
+    builder = [(k, a) for s, k, a in instructions if s == 0]
     last = final_stage()
     workdir = [args for keyword, args in last if keyword == "WORKDIR"][-1]
+    assert [args for keyword, args in builder if keyword == "WORKDIR"][-1] == workdir
+    assert any(k == "RUN" and re.search(r"pip install .*-e \.", a) for k, a in builder)
     env = " ".join(args for keyword, args in last if keyword == "ENV")
-    assert re.search(rf"PYTHONPATH={re.escape(workdir)}\b", env)
+    assert "PYTHONPATH" not in env  # the installed package, not a path, finds the code
     targets = {}
     for keyword, args in last:
         if keyword == "COPY" and not args.startswith("--from"):
             parts = [p for p in args.split() if not p.startswith("--")]
             targets[parts[0]] = parts[-1]
-    for source in ("alembic.ini", "migrations", "service", "models", "artifacts"):
+    for source in ("alembic.ini", "migrations", "artifacts", *PACKAGE_FOLDERS):
         assert source in targets, f"the runtime stage does not copy {source}"
         assert targets[source] in {"./", f"./{source}", f"{workdir}/{source}", workdir}
 
@@ -137,6 +144,6 @@ def test_the_dockerignore_keeps_secrets_and_local_state_out_but_not_what_the_bui
         if line.strip() and not line.startswith("#")
     }
     assert {".git", ".venv", ".env", "data"} <= patterns
-    needed = {"pyproject.toml", "README.md", "models", "service", "worker", "alembic.ini"}
+    needed = {"pyproject.toml", "README.md", "alembic.ini", *PACKAGE_FOLDERS}
     needed |= {"migrations", "artifacts"}
     assert not needed & patterns

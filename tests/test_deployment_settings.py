@@ -1,5 +1,5 @@
 """Every `PROMPTREC_*` variable the deployment files name is a field of
-`service.settings.Settings`, and .env.example lists them all at their defaults."""
+`promptrec.core.settings.Settings`, and .env.example lists them all at their defaults."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 
 from pydantic import TypeAdapter
 
-from service.settings import Settings
+from promptrec.core.settings import Settings
 from tests.support.deployment_files import COMPOSE_FILE, DOCKERFILE, ENV_EXAMPLE, env_example
 
 FIELDS = {f"PROMPTREC_{name.upper()}": name for name in Settings.model_fields}
@@ -19,7 +19,7 @@ def test_every_promptrec_variable_is_a_settings_field():
     named |= {n for n in env_example() if n.startswith("PROMPTREC_")}
     named |= set(re.findall(r"\bPROMPTREC_[A-Z0-9_]+", DOCKERFILE.read_text()))
     unknown = sorted(named - set(FIELDS))
-    assert not unknown, f"not fields of service.settings.Settings: {unknown}"
+    assert not unknown, f"not fields of Settings: {unknown}"
 
 
 def test_env_example_has_every_setting_at_its_default_with_a_comment():

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.baselines.popularity import item_counts
+from promptrec.models.baselines.popularity import item_counts
 
 
 @dataclass(frozen=True)

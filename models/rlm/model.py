@@ -15,9 +15,9 @@ from transformers import AutoTokenizer, GPT2Config, GPT2Model, PreTrainedTokeniz
 from transformers.models.gpt2.modeling_gpt2 import GPT2PreTrainedModel
 from transformers.utils import logging as hf_logging
 
-from models.allocator import retain_freed_memory
-from models.rlm.config import PRESETS, Preset
-from models.text import ITEM_TOKEN_PREFIX
+from promptrec.models.malloc_settings import retain_freed_memory
+from promptrec.models.rlm.config import PRESETS, Preset
+from promptrec.models.text import ITEM_TOKEN_PREFIX
 
 # The library's per-shard progress bars say nothing useful for a model of a few MB.
 hf_logging.disable_progress_bar()

@@ -22,16 +22,16 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from models.data.dataset import InteractionData
-from models.data.splits import SplitConfig, Splits
-from models.evaluation import evaluate_rlm
-from models.ranking import bos_row, pad_rows
-from models.rlm.config import PRESETS, TrainConfig
-from models.rlm.corpus import IGNORE, Sample, TrainingCorpus, vocabulary_words
-from models.rlm.item_init import cooccurrence_embeddings
-from models.rlm.model import RecGPT, RecLM, build_gpt, pick_device, preset_dict
-from models.rlm.vocabulary import build_tokenizer
-from models.user_context import ItemCatalog, user_profiles
+from promptrec.models.data.dataset import InteractionData
+from promptrec.models.data.splits import SplitConfig, Splits
+from promptrec.models.evaluation import evaluate_rlm
+from promptrec.models.ranking import bos_row, pad_rows
+from promptrec.models.rlm.config import PRESETS, TrainConfig
+from promptrec.models.rlm.corpus import IGNORE, Sample, TrainingCorpus, vocabulary_words
+from promptrec.models.rlm.item_init import cooccurrence_embeddings
+from promptrec.models.rlm.model import RecGPT, RecLM, build_gpt, pick_device, preset_dict
+from promptrec.models.rlm.vocabulary import build_tokenizer
+from promptrec.models.user_context import ItemCatalog, user_profiles
 
 CHECKPOINT = "checkpoint.pt"
 TRAIN_LOG = "train_log.jsonl"

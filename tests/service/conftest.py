@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api.app import create_app
+from promptrec.cli.gateway import gateway_app
 from tests.support.databases import REDIS_URL, prepared_database, temporary_postgres_database
 from tests.support.gateway_app import Service
 from tests.support.settings import service_settings
@@ -39,5 +39,5 @@ def service(request, lm, dataset_dir, embedded_url) -> Iterator[Service]:
         settings = service_settings(
             url, redis_url=REDIS_URL, redis_key_prefix=request.getfixturevalue("redis_prefix")
         )
-    with TestClient(create_app(settings, lm=lm)) as client:
+    with TestClient(gateway_app(settings, lm=lm)) as client:
         yield Service(request.param, client, settings)

@@ -47,9 +47,9 @@ def temporary_postgres_database(
 
 def prepared_database(url: str, dataset_dir: Path) -> str:
     """Migrated to the latest revision, the dataset loaded (idempotent); returns `url`."""
-    from service.db import migrate
-    from service.db.dataset_loader import load_dataset
-    from service.db.engine import make_sync_engine
+    from promptrec.core.db import migrate
+    from promptrec.core.db.dataset_loader import load_dataset
+    from promptrec.core.db.engine import make_sync_engine
 
     migrate.upgrade(url)
     engine = make_sync_engine(url)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from fastapi.testclient import TestClient
 
-from service.settings import Settings
+from promptrec.core.settings import Settings
 
 
 @dataclass
@@ -29,8 +29,8 @@ def run_async(service: Service, function, *args):
 
 async def write_user_prompt(runtime, user_id: str, task: str, tokens: list[str]) -> int:
     """What the worker will do: commit a new version, then invalidate the cached prompt."""
-    from service.hot_reads import invalidate_user_prompt
-    from service.repositories.prompts import SearchedPrompt, add_user_prompt
+    from promptrec.core.cached_reads import invalidate_user_prompt
+    from promptrec.core.repositories.prompts import SearchedPrompt, add_user_prompt
 
     async with runtime.sessions() as session:
         row = await add_user_prompt(
@@ -43,8 +43,8 @@ async def write_user_prompt(runtime, user_id: str, task: str, tokens: list[str])
 
 
 async def write_task_prompt(runtime, task: str, tokens: list[str]) -> int:
-    from service.hot_reads import invalidate_task_prompt
-    from service.repositories.prompts import add_prompt_set
+    from promptrec.core.cached_reads import invalidate_task_prompt
+    from promptrec.core.repositories.prompts import add_prompt_set
 
     async with runtime.sessions() as session:
         row = await add_prompt_set(session, task, runtime.fingerprint, tokens, {"ndcg@10": 0.3})

@@ -34,7 +34,7 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str, every: fl
 
 def promptrec_command() -> list[str]:
     """`promptrec` of this interpreter, run from the repository's checkout (cwd=REPO)."""
-    return [sys.executable, "-m", "service.cli"]
+    return [sys.executable, "-m", "promptrec.cli"]
 
 
 def run_promptrec(args: list[str], env: dict[str, str], timeout: float = 900) -> str:

@@ -7,10 +7,10 @@ import asyncio
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from service.db.engine import make_async_engine, make_session_factory, make_sync_engine
-from service.db.tables import SearchJob, SearchJobUser, UserPrompt
-from service.repositories import jobs
-from worker.queue import SearchTask, StreamQueue
+from promptrec.core.db.engine import make_async_engine, make_session_factory, make_sync_engine
+from promptrec.core.db.tables import SearchJob, SearchJobUser, UserPrompt
+from promptrec.core.queue import SearchTask, StreamQueue
+from promptrec.core.repositories import jobs
 
 
 def queue_job(env: dict[str, str], user_ids: list[str], fingerprint: str, scope="users") -> str:

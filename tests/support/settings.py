@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from service.settings import Settings
+from promptrec.core.settings import Settings
 from tests.support.paths import REPO
 
 ADMIN_KEY = "test-admin-key-0123456789abcdef"

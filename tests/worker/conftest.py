@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from models.data.movielens import fetch_movielens
-from models.rlm.model import RecLM
-from service.db.engine import make_sync_engine
-from service.db.prompt_loader import load_prompt_set
+from promptrec.core.db.engine import make_sync_engine
+from promptrec.core.db.prompt_loader import load_prompt_set
+from promptrec.models.data.movielens import fetch_movielens
+from promptrec.models.rlm.model import RecLM
 from tests.support.databases import prepared_database, temporary_postgres_database
 from tests.support.paths import MOVIELENS, SHIPPED_PROMPTS, SMALL_MODEL
 

@@ -4,13 +4,14 @@ the real search runs in the process tests)."""
 
 from __future__ import annotations
 
-from models.prompts.paprec.state import UserOutcome
-from service.inference import Catalog
+from promptrec.core.queue import GROUP, Delivery, SearchTask
+from promptrec.core.repositories.jobs import WorkItem
+from promptrec.core.repositories.users import UserData
+from promptrec.models.prompts.paprec.state import UserOutcome
+from promptrec.models.user_context import ItemCatalog
+from promptrec.worker.runner import BatchReport, Worker
+from promptrec.worker.searcher import DriftCheck
 from tests.support.settings import service_settings
-from worker.queue import GROUP, Delivery, SearchTask
-from worker.runner import BatchReport, Worker
-from worker.searcher import DriftCheck
-from worker.store import UserData, WorkItem
 
 
 class StandInSearcher:
@@ -49,7 +50,7 @@ def _worker(lm, tmp_path, searcher) -> Worker:
     import pandas as pd
 
     items = pd.DataFrame({"item": lm.item_ids, "title": "", "genres": ""})
-    catalog = Catalog.build(lm.item_ids, items, {})
+    catalog = ItemCatalog.from_counts(lm.item_ids, items, {})
     settings = service_settings(f"sqlite:///{tmp_path / 'unused.db'}")
     worker = Worker(settings, None, None, None, lm, catalog, "fp")
     worker.searcher = searcher
@@ -87,10 +88,10 @@ def test_the_scheduler_retries_a_failed_new_user_only_after_new_events(tmp_path)
 
     from sqlalchemy import update
 
-    from service.db import migrate
-    from service.db.engine import make_async_engine, make_session_factory
-    from service.db.tables import User
-    from worker import store
+    from promptrec.core.db import migrate
+    from promptrec.core.db.engine import make_async_engine, make_session_factory
+    from promptrec.core.db.tables import User
+    from promptrec.core.repositories import jobs as job_repo
 
     url = f"sqlite:///{tmp_path / 'scheduler.db'}"
     migrate.upgrade(url)
@@ -101,14 +102,14 @@ def test_the_scheduler_retries_a_failed_new_user_only_after_new_events(tmp_path)
 
         async def due() -> list[SearchTask]:
             async with sessions() as session:
-                return await store.schedule_due(session, "sequential", "fp", 5, 5)
+                return await job_repo.schedule_due(session, "sequential", "fp", 5, 5)
 
         async with sessions() as session:
             session.add(User(user_id="u", event_count=6, events_since_search=6))
             await session.commit()
         first = await due()
         async with sessions() as session:  # the search failed for good (dead-lettered)
-            await store.record_error(session, first[0], "NotEnoughHistory", final=True)
+            await job_repo.record_error(session, first[0], "NotEnoughHistory", final=True)
         second = await due()  # no new events since: not again
         async with sessions() as session:
             await session.execute(update(User).values(events_since_search=5))
@@ -126,8 +127,8 @@ def test_the_heartbeat_stops_when_the_batch_ends(lm, tmp_path, redis_prefix):
     batch left unacknowledged (a failed user) stays fresh and no worker ever reclaims it."""
     import asyncio
 
+    from promptrec.core.queue import StreamQueue
     from tests.support.databases import REDIS_URL
-    from worker.queue import StreamQueue
 
     async def run() -> list[int]:
         queue = StreamQueue(REDIS_URL, redis_prefix, "heartbeat-test", claim_idle_s=1)

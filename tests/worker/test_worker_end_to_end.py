@@ -11,9 +11,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models.rlm.model import RecLM
-from service.api.app import create_app
-from service.demo import cold_users, replay, summary
+from promptrec.cli.demo import cold_users, replay, summary
+from promptrec.cli.gateway import gateway_app
+from promptrec.models.rlm.model import RecLM
 from tests.support.gateway_process import GatewayProcess
 from tests.support.paths import SHIPPED_PROMPTS, SMALL_MODEL
 from tests.support.private_servers import RedisServer
@@ -87,8 +87,8 @@ def test_cold_users_posting_events_get_searched_and_their_recommendations_change
 
 
 def test_embedded_mode_runs_the_worker_in_the_gateway(tmp_path, movielens_dir):
-    from service.db.engine import make_sync_engine
-    from service.db.prompt_loader import load_prompt_set
+    from promptrec.core.db.engine import make_sync_engine
+    from promptrec.core.db.prompt_loader import load_prompt_set
     from tests.support.databases import prepared_database
 
     url = prepared_database(f"sqlite:///{tmp_path / 'embedded.db'}", movielens_dir)
@@ -103,9 +103,9 @@ def test_embedded_mode_runs_the_worker_in_the_gateway(tmp_path, movielens_dir):
         worker_scheduler_interval_s=0.5,
     )
     user = cold_users(movielens_dir, 1)[0]
-    with TestClient(create_app(settings, lm=RecLM.load(SMALL_MODEL))) as client:
+    with TestClient(gateway_app(settings, lm=RecLM.load(SMALL_MODEL))) as client:
         runtime = client.app.state.runtime
-        assert runtime.worker_task is not None and runtime.queue.name == "in-process"
+        assert runtime.background_task is not None and runtime.queue.name == "in-process"
         events = [
             {"event_id": f"e{k}", "user_id": user.user_id, "item_id": item, "timestamp": 1000 + k}
             for k, item in enumerate(user.history)
@@ -125,9 +125,9 @@ def test_a_personalized_user_with_new_events_gets_a_drift_check(tmp_path, moviel
     when it still wins, re-searched (a new version) when it does not."""
     import json
 
-    from service.db.engine import make_sync_engine
-    from service.db.prompt_loader import load_prompt_set
-    from service.db.tables import SearchJob, SearchJobUser, User
+    from promptrec.core.db.engine import make_sync_engine
+    from promptrec.core.db.prompt_loader import load_prompt_set
+    from promptrec.core.db.tables import SearchJob, SearchJobUser, User
     from tests.support.databases import prepared_database
 
     prompts = SHIPPED_PROMPTS
@@ -143,7 +143,7 @@ def test_a_personalized_user_with_new_events_gets_a_drift_check(tmp_path, moviel
         drift_events=5,
         worker_scheduler_interval_s=0.5,
     )
-    with TestClient(create_app(settings, lm=RecLM.load(SMALL_MODEL))) as client:
+    with TestClient(gateway_app(settings, lm=RecLM.load(SMALL_MODEL))) as client:
         before = client.get(f"/v1/users/{user}/prompt", params={"task": "sequential"}).json()
         assert before["personalized"]
         events = [

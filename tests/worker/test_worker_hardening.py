@@ -10,22 +10,22 @@ import time
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from models.prompts.paprec.config import PaprecConfig
-from models.prompts.paprec.search import PaprecSearch
-from models.prompts.paprec.state import PaprecState, PromptSet, UserOutcome
-from service.api.runtime import load_catalog
-from service.cache import InProcessPromptCache
-from service.db.engine import make_async_engine, make_session_factory, make_sync_engine
-from service.db.prompt_loader import load_prompt_set
-from service.db.tables import SearchJobUser, User
-from service.hot_reads import served_prompt
-from service.repositories import jobs
-from service.repositories.prompts import SearchedPrompt
+from promptrec.core.cache import InProcessPromptCache
+from promptrec.core.cached_reads import served_prompt
+from promptrec.core.db.engine import make_async_engine, make_session_factory, make_sync_engine
+from promptrec.core.db.prompt_loader import load_prompt_set
+from promptrec.core.db.tables import SearchJobUser, User
+from promptrec.core.queue import LocalQueue, SearchTask
+from promptrec.core.repositories import jobs
+from promptrec.core.repositories import jobs as job_repo
+from promptrec.core.repositories.prompts import SearchedPrompt
+from promptrec.models.prompts.paprec.config import PaprecConfig
+from promptrec.models.prompts.paprec.search import PaprecSearch
+from promptrec.models.prompts.paprec.state import PaprecState, PromptSet, UserOutcome
+from promptrec.service.api.runtime import load_catalog
+from promptrec.worker.runner import Worker
 from tests.support.databases import prepared_database
 from tests.support.settings import service_settings
-from worker import store
-from worker.queue import LocalQueue, SearchTask
-from worker.runner import Worker
 
 
 async def _worker(url: str, lm, **settings) -> Worker:
@@ -90,10 +90,10 @@ def test_a_redelivered_batch_of_a_finished_job_invalidates_the_cache_again(
         job_id = await _job(worker, ["u1"])
         search = SearchTask(job_id, "u1", "sequential")
         async with worker.sessions() as session:
-            await store.start_batch(session, [search])
+            await job_repo.start_batch(session, [search])
         prompt = SearchedPrompt("u1", "sequential", fingerprint, ["war"], job_id=job_id)
         async with worker.sessions() as session:
-            await store.finish(session, [store.Outcome(search, "personalized", prompt)])
+            await job_repo.finish(session, [job_repo.Outcome(search, "personalized", prompt)])
         # ... killed here. The message is delivered again:
         report = await worker.process(await worker.queue.receive(8))
         async with worker.sessions() as session:

@@ -11,8 +11,8 @@ import redis
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from service.db.engine import make_sync_engine
-from service.db.tables import User, UserPrompt
+from promptrec.core.db.engine import make_sync_engine
+from promptrec.core.db.tables import User, UserPrompt
 from tests.support.paths import SHIPPED_PROMPTS, SMALL_MODEL
 from tests.support.private_servers import PostgresServer, RedisServer
 from tests.support.processes import wait_for
@@ -101,7 +101,7 @@ def test_redis_restarted_mid_job_the_reconciler_re_enqueues(
 def test_postgres_restarted_mid_job_the_worker_backs_off_and_recovers(
     tmp_path, movielens_dir, redis_server, small_fingerprint
 ):
-    from service.db.prompt_loader import load_prompt_set
+    from promptrec.core.db.prompt_loader import load_prompt_set
     from tests.support.databases import prepared_database
 
     server = PostgresServer()

@@ -1,5 +1,5 @@
 """Loading the model makes freed memory reused instead of mapped and page-faulted anew
-(models/allocator.py), measured on the shipped small model's scoring calls."""
+(models/malloc_settings.py), measured on the shipped small model's scoring calls."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SCORING_FAULTS = """
 import resource, sys, torch
 from pathlib import Path
-import models.rlm.model as rlm_model
+import promptrec.models.rlm.model as rlm_model
 if sys.argv[1] == "glibc-default":  # keep glibc's own settings
     rlm_model.retain_freed_memory = lambda: False
-from models.ranking import item_scorer
+from promptrec.models.ranking import item_scorer
 lm = rlm_model.RecLM.load(Path("artifacts/rlm-small"))
 ids = torch.randint(3, len(lm.vocab), (256, 40), generator=torch.Generator().manual_seed(0))
 mask = torch.ones_like(ids)

@@ -21,9 +21,9 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.cache import PromptCache
-from service.db.engine import DATABASE_UNAVAILABLE
-from service.repositories import interactions, prompts, users
+from promptrec.core.cache import PromptCache
+from promptrec.core.db.engine import DATABASE_UNAVAILABLE
+from promptrec.core.repositories import interactions, prompts, users
 
 log = logging.getLogger("promptrec.cache")
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.db.tables import Interaction, User
-from service.repositories.upsert import insert_ignoring_conflicts
+from promptrec.core.db.tables import Interaction, User
+from promptrec.core.repositories.upsert import insert_ignoring_conflicts
 
 
 async def user_history(session: AsyncSession, user_id: str) -> list[str]:

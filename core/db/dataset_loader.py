@@ -16,8 +16,8 @@ from sqlalchemy import Engine, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from models.data.dataset import InteractionData
-from service.db.tables import Interaction, Item, User
+from promptrec.core.db.tables import Interaction, Item, User
+from promptrec.models.data.dataset import InteractionData
 
 CHUNK = 5000
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from models.data.dataset import InteractionData
-from models.data.splits import make_splits
+from promptrec.models.data.dataset import InteractionData
+from promptrec.models.data.splits import make_splits
 
 TASK = "sequential"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -19,7 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from service.db.base import Base, BigId, JsonValue
+from promptrec.core.db.base import Base, BigId, JsonValue
 
 ID_LENGTH = 128
 TASK_LENGTH = 32
@@ -88,13 +89,43 @@ class PromptSet(Base):
     created_at: Mapped[datetime] = _created()
 
 
+class JobStatus(StrEnum):
+    """A search job's status, and each of its users'."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+ACTIVE_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING)
+FINISHED_STATUSES = (JobStatus.DONE, JobStatus.FAILED)
+
+
+class JobScope(StrEnum):
+    """Which users a job searches: the ones it names, or the ones a trigger selects."""
+
+    USERS = "users"
+    NEW = "new"
+    DRIFTING = "drifting"
+    ALL = "all"
+
+
+class JobOutcome(StrEnum):
+    """What searching one user of a job decided."""
+
+    PERSONALIZED = "personalized"  # a personal prompt was written
+    TASK_LEVEL_KEPT = "task_level_kept"  # personal tokens did not beat the task-level prompt
+    PERSONAL_STILL_WINS = "personal_still_wins"  # a drifting user's prompt still fits
+
+
 class SearchJob(Base):
     __tablename__ = "search_jobs"
 
     job_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     task: Mapped[str] = mapped_column(String(TASK_LENGTH))
-    scope: Mapped[str] = mapped_column(String(16))  # users | new | drifting | all
-    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    scope: Mapped[str] = mapped_column(String(16))  # a JobScope
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED, index=True)
     model_fingerprint: Mapped[str] = mapped_column(String(FINGERPRINT_LENGTH))
     error: Mapped[str | None] = mapped_column(Text)
     # The client's Idempotency-Key (unique): the same key posted again answers this job. The
@@ -122,8 +153,8 @@ class SearchJobUser(Base):
     user_id: Mapped[str] = mapped_column(
         ForeignKey("users.user_id", ondelete="CASCADE"), primary_key=True
     )
-    status: Mapped[str] = mapped_column(String(16), default="queued")  # queued|running|done|failed
-    outcome: Mapped[str | None] = mapped_column(String(32))  # personalized | task_level_kept
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED)
+    outcome: Mapped[str | None] = mapped_column(String(32))  # a JobOutcome, once done
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     updated_at: Mapped[datetime] = mapped_column(

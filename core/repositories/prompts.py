@@ -9,9 +9,9 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models.prompts.paprec.config import PaprecConfig
-from models.prompts.paprec.state import config_from_json
-from service.db.tables import PromptSet, User, UserPrompt
+from promptrec.core.db.tables import PromptSet, User, UserPrompt
+from promptrec.models.prompts.paprec.config import PaprecConfig
+from promptrec.models.prompts.paprec.state import config_from_json
 
 
 async def current_prompt_set(
@@ -148,3 +148,17 @@ async def roll_back_user_prompt(
     current.rolled_back_at = datetime.now(UTC)
     await session.flush()
     return current, await current_user_prompt(session, user_id, task, fingerprint)
+
+
+@dataclass(frozen=True)
+class TaskPrompt:
+    """The task's current prompt set: its tokens, and the settings it was searched with (which
+    every personal search and drift check on top of it uses)."""
+
+    tokens: list[str]
+    config: PaprecConfig
+
+
+async def task_prompt(session: AsyncSession, task: str, fingerprint: str) -> TaskPrompt:
+    row = await current_prompt_set(session, task, fingerprint)
+    return TaskPrompt(list(row.tokens) if row is not None else [], stored_config(row))

@@ -5,8 +5,8 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.db.tables import Item
-from service.repositories.upsert import insert_ignoring_conflicts
+from promptrec.core.db.tables import Item
+from promptrec.core.repositories.upsert import insert_ignoring_conflicts
 
 
 async def all_items(session: AsyncSession) -> list[Item]:

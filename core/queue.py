@@ -20,7 +20,7 @@ from typing import Protocol
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from service.settings import Settings
+from promptrec.core.settings import Settings
 
 GROUP = "search-workers"
 

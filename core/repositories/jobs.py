@@ -1,4 +1,5 @@
-"""What the worker reads from and writes to the database (the source of truth).
+"""Prompt-search jobs and their per-user rows: queued by the gateway and the scheduler,
+executed by the workers.
 
 Every write is idempotent: a (job, user) already done is skipped, and a user's new prompt
 version is unique per (user, task, job), so a message delivered twice writes one version.
@@ -6,45 +7,74 @@ version is unique per (user, task, job), so a message delivered twice writes one
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import exists, func, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
 
-from models.prompts.paprec.config import PaprecConfig
-from service.db.tables import Interaction, SearchJob, SearchJobUser, User, UserPrompt
-from service.repositories import jobs, users
-from service.repositories.prompts import (
-    SearchedPrompt,
-    add_user_prompt,
-    current_prompt_set,
-    current_user_prompts,
-    stored_config,
+from promptrec.core.db.tables import (
+    ACTIVE_STATUSES,
+    FINISHED_STATUSES,
+    JobOutcome,
+    JobScope,
+    JobStatus,
+    SearchJob,
+    SearchJobUser,
+    User,
+    UserPrompt,
 )
-from worker.queue import SearchTask
+from promptrec.core.queue import SearchTask
+from promptrec.core.repositories import users
+from promptrec.core.repositories.prompts import SearchedPrompt, add_user_prompt
 
-ACTIVE = ("queued", "running")
-FINISHED = ("done", "failed")
+
+async def create_job(
+    session: AsyncSession,
+    task: str,
+    scope: JobScope,
+    fingerprint: str,
+    user_ids: list[str],
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+) -> SearchJob:
+    """A queued job with one row per distinct user (in the order first given)."""
+    job = SearchJob(
+        job_id=uuid.uuid4().hex,
+        task=task,
+        scope=scope,
+        status=JobStatus.QUEUED,
+        model_fingerprint=fingerprint,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+    )
+    job.users = [SearchJobUser(user_id=u, status=JobStatus.QUEUED) for u in dict.fromkeys(user_ids)]
+    session.add(job)
+    await session.flush()
+    return job
 
 
-@dataclass(frozen=True)
-class UserData:
-    user_id: str
-    history: list[str]  # item ids, oldest first
-    age: float | None
-    gender: str | None
-    occupation: str | None
-    personal_tokens: list[str]  # current personal prompt (empty: the task-level prompt)
-    events_since_search: int
+async def get_job(session: AsyncSession, job_id: str) -> SearchJob | None:
+    return await session.scalar(
+        select(SearchJob).where(SearchJob.job_id == job_id).options(selectinload(SearchJob.users))
+    )
+
+
+async def job_by_idempotency_key(session: AsyncSession, key: str) -> SearchJob | None:
+    return await session.scalar(
+        select(SearchJob)
+        .where(SearchJob.idempotency_key == key)
+        .options(selectinload(SearchJob.users))
+    )
 
 
 @dataclass(frozen=True)
 class WorkItem:
     search: SearchTask
-    scope: str  # the job's scope; "drifting" asks for a drift check before a search
-    status: str  # the (job, user) row's status when the batch started
+    scope: JobScope  # DRIFTING asks for a drift check before a search
+    status: JobStatus  # the (job, user) row's status when the batch started
     attempts: int
 
 
@@ -71,62 +101,18 @@ async def start_batch(
         if s.key not in by_key:
             continue
         row, scope = by_key[s.key]
-        if row.status not in FINISHED:
-            row.status = "running"
+        if row.status not in FINISHED_STATUSES:
+            row.status = JobStatus.RUNNING
             row.attempts += 1
-        out[s.key] = WorkItem(s, scope, row.status, row.attempts)
+        out[s.key] = WorkItem(s, JobScope(scope), JobStatus(row.status), row.attempts)
     job_ids = {s.job_id for s in searches}
     await session.execute(
         update(SearchJob)
-        .where(SearchJob.job_id.in_(job_ids), SearchJob.status == "queued")
-        .values(status="running")
+        .where(SearchJob.job_id.in_(job_ids), SearchJob.status == JobStatus.QUEUED)
+        .values(status=JobStatus.RUNNING)
     )
     await session.commit()
     return out
-
-
-@dataclass(frozen=True)
-class TaskPrompt:
-    """The task's current prompt set: its tokens, and the settings it was searched with (which
-    every personal search and drift check on top of it uses)."""
-
-    tokens: list[str]
-    config: PaprecConfig
-
-
-async def task_prompt(session: AsyncSession, task: str, fingerprint: str) -> TaskPrompt:
-    row = await current_prompt_set(session, task, fingerprint)
-    return TaskPrompt(list(row.tokens) if row is not None else [], stored_config(row))
-
-
-async def load_users(
-    session: AsyncSession, user_ids: Iterable[str], task: str, fingerprint: str
-) -> dict[str, UserData]:
-    user_ids = list(dict.fromkeys(user_ids))
-    rows_of = {
-        u.user_id: u for u in await session.scalars(select(User).where(User.user_id.in_(user_ids)))
-    }
-    histories: dict[str, list[str]] = {u: [] for u in rows_of}
-    interactions = await session.execute(
-        select(Interaction.user_id, Interaction.item_id)
-        .where(Interaction.user_id.in_(list(rows_of)))
-        .order_by(Interaction.user_id, Interaction.timestamp, Interaction.id)
-    )
-    for user_id, item_id in interactions:
-        histories[user_id].append(item_id)
-    prompts = await current_user_prompts(session, list(rows_of), task, fingerprint)
-    return {
-        user_id: UserData(
-            user_id,
-            histories[user_id],
-            user.age,
-            user.gender,
-            user.occupation,
-            list(prompts[user_id].tokens) if user_id in prompts else [],
-            user.events_since_search,
-        )
-        for user_id, user in rows_of.items()
-    }
 
 
 @dataclass(frozen=True)
@@ -134,7 +120,7 @@ class Outcome:
     """A finished (job, user): `prompt` is written as the user's next version when given."""
 
     search: SearchTask
-    outcome: str  # personalized | task_level_kept | personal_still_wins
+    outcome: JobOutcome
     prompt: SearchedPrompt | None
 
 
@@ -145,7 +131,7 @@ async def finish(session: AsyncSession, outcomes: list[Outcome]) -> list[SearchT
     # In user order: two workers finishing overlapping users lock their rows in one order.
     for o in sorted(outcomes, key=lambda o: (o.search.user_id, o.search.job_id)):
         row = await session.get(SearchJobUser, o.search.key, with_for_update=True)
-        if row is None or row.status in FINISHED:
+        if row is None or row.status in FINISHED_STATUSES:
             continue  # a duplicate delivery, already recorded
         if o.prompt is not None:
             already = await session.scalar(
@@ -164,7 +150,7 @@ async def finish(session: AsyncSession, outcomes: list[Outcome]) -> list[SearchT
             # The personal prompt still wins on the recent events: no new version, but the
             # drift counter starts again.
             await _restart_event_count(session, o.search.user_id)
-        row.status, row.outcome, row.error = "done", o.outcome, None
+        row.status, row.outcome, row.error = JobStatus.DONE, o.outcome, None
     await session.flush()
     await _close_finished_jobs(session, {o.search.job_id for o in outcomes})
     await session.commit()
@@ -180,11 +166,11 @@ async def record_error(session: AsyncSession, search: SearchTask, error: str, fi
     """A search that raised: the reason is kept on the (job, user) row; `final` (dead-lettered)
     marks it failed, otherwise it waits for the next delivery."""
     row = await session.get(SearchJobUser, search.key, with_for_update=True)
-    if row is None or row.status in FINISHED:
+    if row is None or row.status in FINISHED_STATUSES:
         return
     row.error = error[:2000]
     if final:
-        row.status = "failed"
+        row.status = JobStatus.FAILED
         # Like a search, a final failure restarts the user's event count: the scheduler tries
         # again only after drift_events new events, not at every tick.
         await _restart_event_count(session, search.user_id)
@@ -202,11 +188,11 @@ async def _close_finished_jobs(session: AsyncSession, job_ids: set[str]) -> None
         active = await session.scalar(
             select(func.count())
             .select_from(SearchJobUser)
-            .where(SearchJobUser.job_id == job_id, SearchJobUser.status.in_(ACTIVE))
+            .where(SearchJobUser.job_id == job_id, SearchJobUser.status.in_(ACTIVE_STATUSES))
         )
         if not active:
             await session.execute(
-                update(SearchJob).where(SearchJob.job_id == job_id).values(status="done")
+                update(SearchJob).where(SearchJob.job_id == job_id).values(status=JobStatus.DONE)
             )
 
 
@@ -227,18 +213,18 @@ async def schedule_due(
     never searched for the task; after a failed search, enough new events since) and drift
     candidates (enough events since their search)."""
     out = []
-    retry_new = ~_has_job_row(task, "failed") | (User.events_since_search >= drift_events)
-    for scope, extra in (("new", retry_new), ("drifting", true())):
+    retry_new = ~_has_job_row(task, JobStatus.FAILED) | (User.events_since_search >= drift_events)
+    for scope, extra in ((JobScope.NEW, retry_new), (JobScope.DRIFTING, true())):
         condition = users.due(scope, task, new_user_events, drift_events) & extra
         user_ids = list(
             await session.scalars(
                 select(User.user_id)
-                .where(condition, ~_has_job_row(task, *ACTIVE))
+                .where(condition, ~_has_job_row(task, *ACTIVE_STATUSES))
                 .order_by(User.user_id)
             )
         )
         if user_ids:
-            job = await jobs.create_job(session, task, scope, fingerprint, user_ids)
+            job = await create_job(session, task, scope, fingerprint, user_ids)
             out.extend(SearchTask(job.job_id, u, task) for u in user_ids)
     await session.commit()
     return out
@@ -252,7 +238,7 @@ async def unqueued(
     rows = await session.execute(
         select(SearchJobUser.job_id, SearchJobUser.user_id, SearchJob.task)
         .join(SearchJob)
-        .where(SearchJobUser.status.in_(ACTIVE), SearchJobUser.updated_at <= cutoff)
+        .where(SearchJobUser.status.in_(ACTIVE_STATUSES), SearchJobUser.updated_at <= cutoff)
         .order_by(SearchJobUser.updated_at)
     )
     return [SearchTask(j, u, t) for j, u, t in rows if (j, u) not in queued]

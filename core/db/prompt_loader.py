@@ -18,9 +18,9 @@ from pathlib import Path
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from models.prompts.paprec.state import PromptSet as PromptSetFile
-from models.prompts.rendering import DEFAULT_TEMPLATE
-from service.db.tables import PromptSet, User, UserPrompt
+from promptrec.core.db.tables import PromptSet, User, UserPrompt
+from promptrec.models.prompts.paprec.state import PromptSet as PromptSetFile
+from promptrec.models.prompts.rendering import DEFAULT_TEMPLATE
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import time
 from collections import OrderedDict
 from typing import Any, Protocol
 
-from service.observability import CACHE_LOOKUPS
+from promptrec.core.observability import CACHE_LOOKUPS
 
 log = logging.getLogger("promptrec.cache")
 
