@@ -86,7 +86,7 @@ class SASRecConfig:
 
 
 # The validation-tuned setting: best warm-user validation NDCG@10 of the grid in
-# bench/results/sasrec_tune.json (`python bench/sasrec_tune.py`); test was never read.
+# bench/results/sasrec_tune.json (`python -m bench.sasrec_tune`); test was never read.
 TUNED = SASRecConfig(dropout=0.5)
 
 
