@@ -192,7 +192,7 @@ def summary(results: list[ReplayResult]) -> dict:
     }
     if searched:
         first = min(r.posted_at for r in searched)
-        last = max(r.searched_at for r in searched)
+        last = max(r.searched_at for r in searched if r.searched_at is not None)  # all set
         out["seconds"] = round(last - first, 2)
         out["users_per_min"] = round(len(searched) / max(last - first, 1e-9) * 60, 1)
     return out

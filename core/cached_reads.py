@@ -124,7 +124,9 @@ async def served_prompt(
     cached = await cache.get_many(keys)
     parts = [_fresh(p, refresh_s) for p in cached]
     await _fill_misses(session, cache, keys, parts, cached, user_id, task, fingerprint)
-    return _prompt(*parts)
+    task_part, user_part = parts
+    assert task_part is not None and user_part is not None  # _fill_misses filled them or raised
+    return _prompt(task_part, user_part)
 
 
 async def recommendation_inputs(
@@ -149,10 +151,12 @@ async def recommendation_inputs(
     if None in parts:
         async with sessions() as session:
             if parts[2] is None:
-                parts[2] = await _context(session, user_id)
-                await cache.set(keys[2], parts[2], ttl_s=context_ttl_s)
+                parts[2] = read = await _context(session, user_id)
+                await cache.set(keys[2], read, ttl_s=context_ttl_s)
             await _fill_misses(session, cache, keys[:2], parts, cached, user_id, task, fingerprint)
     task_part, user_part, context = parts
+    # Each part was cached, or read above; _fill_misses fills the prompt parts or raises.
+    assert task_part is not None and user_part is not None and context is not None
     return _prompt(task_part, user_part), UserContext(
         context["age"], context["gender"], context["occupation"], tuple(context["history"])
     )
@@ -172,11 +176,11 @@ async def _fill_misses(
     them. With the database down, a cached part past its refresh age is served as it is."""
     try:
         if parts[0] is None:
-            parts[0] = await _task_part(session, task, fingerprint)
-            await cache.set(keys[0], parts[0])
+            parts[0] = read = await _task_part(session, task, fingerprint)
+            await cache.set(keys[0], read)
         if parts[1] is None:
-            parts[1] = await _user_part(session, user_id, task, fingerprint)
-            await cache.set(keys[1], parts[1])
+            parts[1] = read = await _user_part(session, user_id, task, fingerprint)
+            await cache.set(keys[1], read)
     except DATABASE_UNAVAILABLE:
         if any(parts[n] is None and cached[n] is None for n in (0, 1)):
             raise

@@ -14,8 +14,9 @@ Postgres stays the source of truth in both cases: the reconciler refills either 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
@@ -42,6 +43,13 @@ class Delivery:
     search: SearchTask | None  # None: a message whose fields cannot be read
     deliveries: int
     raw: dict[str, str]
+
+    @property
+    def parsed(self) -> SearchTask:
+        """`search` of a delivery known to be readable (the worker sets the others aside first)."""
+        if self.search is None:
+            raise ValueError(f"message {self.message_id} has unreadable fields {sorted(self.raw)}")
+        return self.search
 
 
 class SearchQueue(Protocol):
@@ -189,14 +197,20 @@ class StreamQueue:
             "deliveries": str(delivery.deliveries),
             "reason": reason,
         }
-        await self.client.xadd(self.dead, entry)
+        # redis-py types the fields as an invariant Dict[FieldT, EncodableT] (a Mapping would
+        # do: it only reads them), so no dict[str, str] fits; the call is right as it is.
+        await self.client.xadd(self.dead, entry)  # type: ignore[arg-type]
         await self.ack([delivery])
 
     async def queued(self) -> set[tuple[str, str]]:
         out = set()
         start = "-"
         while True:
-            page = await self.client.xrange(self.stream, min=start, count=1000)
+            # decode_responses=True: ids and fields come back as str.
+            page = cast(
+                "list[tuple[str, dict[str, str]]]",
+                await self.client.xrange(self.stream, min=start, count=1000),
+            )
             for _, fields in page:
                 if "job_id" in fields and "user_id" in fields:
                     out.add((fields["job_id"], fields["user_id"]))
@@ -215,6 +229,15 @@ class StreamQueue:
         await self.client.aclose()
 
 
+class _WaitingQueue(asyncio.Queue[SearchTask]):
+    # asyncio.Queue keeps its items in this deque (set by its _init); typeshed leaves it out.
+    _queue: deque[SearchTask]
+
+    def snapshot(self) -> list[SearchTask]:
+        """The searches waiting, oldest first, without taking them."""
+        return list(self._queue)
+
+
 class LocalQueue:
     """In-process: one consumer, no redelivery across processes (the reconciler refills it
     from the database after a restart). A failed message is offered again after the claim
@@ -223,7 +246,7 @@ class LocalQueue:
     name = "in-process"
 
     def __init__(self, claim_idle_s: float = 60.0, block_ms: int = 1000) -> None:
-        self._queue: asyncio.Queue[SearchTask] = asyncio.Queue()
+        self._queue = _WaitingQueue()
         self._pending: dict[str, tuple[SearchTask, int, float]] = {}
         self._next_id = 0
         self.claim_idle_s = claim_idle_s
@@ -242,7 +265,7 @@ class LocalQueue:
     async def receive(self, count: int) -> list[Delivery]:
         loop = asyncio.get_running_loop()
         now = loop.time()
-        out = []
+        out: list[Delivery] = []
         for message_id, (search, deliveries, since) in list(self._pending.items()):
             if len(out) < count and now - since >= self.claim_idle_s:
                 del self._pending[message_id]
@@ -257,7 +280,7 @@ class LocalQueue:
         while len(out) < count and not self._queue.empty():
             out.append(self._message(self._queue.get_nowait(), 1))
         for d in out:
-            self._pending[d.message_id] = (d.search, d.deliveries, loop.time())
+            self._pending[d.message_id] = (d.parsed, d.deliveries, loop.time())
         return out
 
     async def heartbeat(self, deliveries: list[Delivery]) -> None:
@@ -276,7 +299,7 @@ class LocalQueue:
         await self.ack([delivery])
 
     async def queued(self) -> set[tuple[str, str]]:
-        waiting = {s.key for s in list(self._queue._queue)}
+        waiting = {s.key for s in self._queue.snapshot()}
         return waiting | {s.key for s, _, _ in self._pending.values()}
 
     async def try_lock(self, name: str, ttl_s: float) -> bool:

@@ -96,7 +96,8 @@ def cold_stream(
     chosen = splits.user_indices("cold") if users is None else np.asarray(users, dtype=np.int64)
     if len(set(chosen.tolist())) != len(chosen):
         raise ValueError("users must not repeat: each user counts once in every mean")
-    kept, sequences, owner, pos, prefix_len = [], [], [], [], []
+    kept: list[int] = []
+    sequences, owner, pos, prefix_len = [], [], [], []
     for u in chosen.tolist():
         seq = (*splits.train[u], splits.valid[u], splits.test[u])
         n = len(seq) - min_prefix

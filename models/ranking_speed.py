@@ -26,7 +26,7 @@ def ranking_speed(
 ) -> dict:
     """Users ranked per second (prompt encoding included) in batches, and one user's latency."""
     batch_size = batch_size or rows_per_call(lm.device)
-    users = np.arange(len(splits.users))
+    users = range(len(splits.users))
     fields = user_fields(splits, catalog, profiles, users, "test")
     tpl = TEMPLATES[template]
     exclude = [f.history for f in fields]

@@ -64,7 +64,7 @@ def fit_baselines(splits: Splits, progress: bool = True) -> list[ItemScorer]:
 
 
 def score_method(method: str, scores_for_split, splits: Splits) -> MethodScores:
-    users = np.arange(len(splits.users))
+    users = range(len(splits.users))
     out = MethodScores(method)
     for split in SPLITS:
         scores = scores_for_split(split)
@@ -75,7 +75,7 @@ def score_method(method: str, scores_for_split, splits: Splits) -> MethodScores:
 
 
 def score_baseline(scorer: ItemScorer, splits: Splits) -> MethodScores:
-    users = np.arange(len(splits.users))
+    users = range(len(splits.users))
     return score_method(
         scorer.name, lambda split: scorer.score([splits.history(u, split) for u in users]), splits
     )
@@ -84,7 +84,7 @@ def score_baseline(scorer: ItemScorer, splits: Splits) -> MethodScores:
 def score_rlm_template(
     lm: RecLM, splits: Splits, catalog: ItemCatalog, profiles: list[list[str]], template: str
 ) -> MethodScores:
-    users = np.arange(len(splits.users))
+    users = range(len(splits.users))
 
     def scores(split: str) -> np.ndarray:
         return rlm_scores(lm, user_fields(splits, catalog, profiles, users, split), template)
@@ -353,7 +353,7 @@ def score_prompt_set(
     personal: bool,
 ) -> MethodScores:
     """Scores of a searched prompt set: task tokens only ("auto") or with personal tokens."""
-    users = np.arange(len(splits.users))
+    users = range(len(splits.users))
     state = prompt_set.state
     prompts = [
         state.prompt_for(splits.users[u]) if personal else UserPrompt(tuple(state.task_tokens))

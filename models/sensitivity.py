@@ -38,7 +38,7 @@ def sensitivity(
     A user's shuffled figure is their mean over `shuffles` seeded permutations: one permutation
     adds the luck of who got whose words to the comparison; the CI is then over users.
     """
-    users = np.arange(len(splits.users))
+    users = range(len(splits.users))
     rng = np.random.default_rng(seed)
 
     def ndcg(fields) -> np.ndarray:
@@ -49,7 +49,9 @@ def sensitivity(
     true = ndcg(user_fields(splits, catalog, profiles, users, split))
     each = [
         ndcg(
-            user_fields(splits, catalog, profiles, users, split, words_from=rng.permutation(users))
+            user_fields(
+                splits, catalog, profiles, users, split, words_from=rng.permutation(users).tolist()
+            )
         )
         for _ in range(shuffles)
     ]

@@ -71,8 +71,8 @@ class Ranker:
             candidates=[r.candidates for r in requests],
         )
         k = min(max(r.count for r in requests), scores.shape[1])
-        indices, values = top_items(scores, k)
-        indices, values = indices.cpu().tolist(), values.cpu().tolist()
+        top_indices, top_values = top_items(scores, k)
+        indices, values = top_indices.cpu().tolist(), top_values.cpu().tolist()
         out = []
         for row, r in enumerate(requests):
             pairs = [

@@ -40,6 +40,9 @@ from promptrec.worker.searcher import NotEnoughHistory, PersonalSearcher
 
 log = logging.getLogger("promptrec.worker")
 
+# A heartbeat that fails for any Redis reason is retried at the next beat, never fatal.
+HEARTBEAT_ERRORS: tuple[type[Exception], ...] = (*STORE_ERRORS, redis.exceptions.RedisError)
+
 
 @dataclass
 class BatchReport:
@@ -204,7 +207,7 @@ class Worker:
         while not await set_within(batch_over, self.settings.worker_heartbeat_s):
             try:
                 await self.queue.heartbeat(deliveries)
-            except (*STORE_ERRORS, redis.exceptions.RedisError) as error:
+            except HEARTBEAT_ERRORS as error:
                 log.warning("heartbeat failed", extra={"error": type(error).__name__})
 
     async def _dead_letter(self, delivery: Delivery, reason: str) -> None:
@@ -224,7 +227,7 @@ class Worker:
 
     async def _process(self, deliveries: list[Delivery]) -> BatchReport:
         report = BatchReport()
-        live = []
+        live: list[Delivery] = []
         for d in deliveries:
             if d.search is None:
                 await self._dead_letter(d, f"unreadable message fields {sorted(d.raw)}")
@@ -241,23 +244,23 @@ class Worker:
         if not live:
             return report
         async with self.sessions() as session:
-            items = await job_repo.start_batch(session, [d.search for d in live])
+            items = await job_repo.start_batch(session, [d.parsed for d in live])
         finished = [
             d
             for d in live
-            if d.search.key not in items or items[d.search.key].status in FINISHED_STATUSES
+            if d.parsed.key not in items or items[d.parsed.key].status in FINISHED_STATUSES
         ]
         # A redelivery of a finished user: the delivery before may have committed and died (or
         # met paused Redis writes) before its invalidation, so invalidate again, then ack.
         for d in finished:
             await invalidate_user_prompt(
-                self.cache, self.fingerprint, d.search.task, d.search.user_id
+                self.cache, self.fingerprint, d.parsed.task, d.parsed.user_id
             )
         await self.queue.ack(finished)
         report.skipped += len(finished)
         todo = [d for d in live if d not in finished]
-        for task in sorted({d.search.task for d in todo}):
-            batch = [d for d in todo if d.search.task == task]
+        for task in sorted({d.parsed.task for d in todo}):
+            batch = [d for d in todo if d.parsed.task == task]
             done, failed = await self._search_task(task, batch, items)
             report.done += done
             report.failed += failed
@@ -269,7 +272,7 @@ class Worker:
         async with self.sessions() as session:
             prompt = await prompt_repo.task_prompt(session, task, self.fingerprint)
             users = await user_repo.load_users(
-                session, [d.search.user_id for d in batch], task, self.fingerprint
+                session, [d.parsed.user_id for d in batch], task, self.fingerprint
             )
         outcomes, errors, final = await asyncio.to_thread(
             self._compute,
@@ -287,27 +290,27 @@ class Worker:
         for o in outcomes:
             WORKER_USERS.labels(o.outcome).inc()
         ok = {o.search.key for o in outcomes}
-        await self.queue.ack([d for d in batch if d.search.key in ok])
+        await self.queue.ack([d for d in batch if d.parsed.key in ok])
         # A failure no retry can mend (too little history, the user gone) fails at once.
         for d in batch:
-            if d.search.key in final:
-                await self._dead_letter(d, errors[d.search.key])
+            if d.parsed.key in final:
+                await self._dead_letter(d, errors[d.parsed.key])
                 WORKER_USERS.labels("error").inc()
         # Any other failed user is not acknowledged: the message is delivered again after the
         # claim timeout, until the delivery limit moves it to the dead-letter stream.
         for d in batch:
-            if d.search.key in errors and d.search.key not in final:
+            if d.parsed.key in errors and d.parsed.key not in final:
                 async with self.sessions() as session:
                     await job_repo.record_error(
-                        session, d.search, errors[d.search.key], final=False
+                        session, d.parsed, errors[d.parsed.key], final=False
                     )
                 WORKER_USERS.labels("error").inc()
                 log.warning(
                     "search failed",
                     extra={
-                        "user": d.search.user_id,
-                        "job": d.search.job_id,
-                        "error": errors[d.search.key][:300],
+                        "user": d.parsed.user_id,
+                        "job": d.parsed.job_id,
+                        "error": errors[d.parsed.key][:300],
                     },
                 )
         return len(outcomes), len(errors)
@@ -329,33 +332,33 @@ class Worker:
         final: set[tuple[str, str]] = set()
         by_user = {}
         for d in batch:
-            user = users.get(d.search.user_id)
+            user = users.get(d.parsed.user_id)
             if user is None:
-                errors[d.search.key] = f"user {d.search.user_id} no longer exists"
-                final.add(d.search.key)
+                errors[d.parsed.key] = f"user {d.parsed.user_id} no longer exists"
+                final.add(d.parsed.key)
                 continue
             try:
                 searcher.check(user)
             except NotEnoughHistory as error:
-                errors[d.search.key] = f"{type(error).__name__}: {error}"
-                final.add(d.search.key)
+                errors[d.parsed.key] = f"{type(error).__name__}: {error}"
+                final.add(d.parsed.key)
                 continue
-            by_user[d.search.user_id] = d
+            by_user[d.parsed.user_id] = d
         drifting = [
-            users[u] for u, d in by_user.items() if items[d.search.key].scope == JobScope.DRIFTING
+            users[u] for u, d in by_user.items() if items[d.parsed.key].scope == JobScope.DRIFTING
         ]
         checks, check_errors = isolating(lambda us: searcher.drift(us, tokens), drifting)
         outcomes = []
         for user_id, check in checks.items():
             if check.personal_wins:
                 outcomes.append(
-                    job_repo.Outcome(by_user[user_id].search, JobOutcome.PERSONAL_STILL_WINS, None)
+                    job_repo.Outcome(by_user[user_id].parsed, JobOutcome.PERSONAL_STILL_WINS, None)
                 )
         settled = {o.search.user_id for o in outcomes} | set(check_errors)
         to_search = [users[u] for u in by_user if u not in settled]
         results, search_errors = isolating(lambda us: searcher.personal(us, tokens), to_search)
         for user_id, result in results.items():
-            search = by_user[user_id].search
+            search = by_user[user_id].parsed
             prompt = SearchedPrompt(
                 user_id=user_id,
                 task=task,
@@ -372,6 +375,6 @@ class Worker:
             )
             outcome = JobOutcome.PERSONALIZED if result.kept else JobOutcome.TASK_LEVEL_KEPT
             outcomes.append(job_repo.Outcome(search, outcome, prompt))
-        for user_id, error in {**check_errors, **search_errors}.items():
-            errors[by_user[user_id].search.key] = error
+        for user_id, message in {**check_errors, **search_errors}.items():
+            errors[by_user[user_id].parsed.key] = message
         return outcomes, errors, final

@@ -11,8 +11,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
-from sqlalchemy import Engine, bindparam, func, select, update
+from sqlalchemy import Engine, Table, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -40,13 +41,17 @@ def _insert_new(session: Session, table, rows: list[dict]) -> int:
         return 0
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    before = session.scalar(select(func.count()).select_from(table))
+    before = _count(session, table)
     connection = session.connection()
     for start in range(0, len(rows), CHUNK):
         connection.execute(
             insert(table.__table__).on_conflict_do_nothing(), rows[start : start + CHUNK]
         )
-    return session.scalar(select(func.count()).select_from(table)) - before
+    return _count(session, table) - before
+
+
+def _count(session: Session, table) -> int:
+    return session.execute(select(func.count()).select_from(table)).scalar_one()
 
 
 def _text(value, max_length: int) -> str | None:
@@ -58,7 +63,7 @@ def _text(value, max_length: int) -> str | None:
 
 
 def _fill_blank_items(session: Session, items: list[dict]) -> None:
-    table = Item.__table__
+    table = cast(Table, Item.__table__)  # a declarative class's table is a Table
     statement = (
         update(table)
         .where(table.c.item_id == bindparam("id"), table.c.title == "", table.c.genres == "")
@@ -80,7 +85,9 @@ def event_id(user: str, item: str, timestamp: int) -> str:
 def load_dataset(engine: Engine, directory: Path) -> LoadReport:
     data = InteractionData.load(directory)
     frame = data.interactions.sort_values(["user", "timestamp"], kind="stable")
-    users = {str(u): {"user_id": str(u)} for u in frame["user"].unique()}
+    users: dict[str, dict[str, str | float | None]] = {
+        str(u): {"user_id": str(u)} for u in frame["user"].unique()
+    }
     for row in data.users.itertuples(index=False):
         age = float(row.age) if row.age is not None and not math.isnan(float(row.age)) else None
         users[str(row.user)] = {

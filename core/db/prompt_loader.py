@@ -97,6 +97,7 @@ def load_prompt_set(engine: Engine, path: Path) -> PromptLoadReport:
                 )
             )
         else:
+            assert current is not None  # task_added when there is none
             version = current.version
             if current.config is None and list(current.tokens) == state.task_tokens:
                 # Stored before sets kept their settings: this file is where they came from.

@@ -35,7 +35,7 @@ async def record_events(session: AsyncSession, events: list[NewEvent]) -> set[st
     """Insert the events whose id is new; returns those ids. Updates the users' counters."""
     if not events:
         return set()
-    statement = insert_ignoring_conflicts(session.bind.dialect.name, Interaction).returning(
+    statement = insert_ignoring_conflicts(session.get_bind().dialect.name, Interaction).returning(
         Interaction.event_id
     )
     rows = [

@@ -23,5 +23,5 @@ async def known_item_ids(session: AsyncSession, item_ids: list[str]) -> set[str]
 async def ensure_items(session: AsyncSession, item_ids: list[str]) -> None:
     """Record items the model knows that the database lacks (no title or genres yet)."""
     if item_ids:
-        statement = insert_ignoring_conflicts(session.bind.dialect.name, Item)
+        statement = insert_ignoring_conflicts(session.get_bind().dialect.name, Item)
         await session.execute(statement, [{"item_id": i} for i in item_ids])

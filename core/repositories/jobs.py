@@ -212,7 +212,7 @@ async def schedule_due(
     """Jobs for users that are due and not already in an active job: new users (enough events,
     never searched for the task; after a failed search, enough new events since) and drift
     candidates (enough events since their search)."""
-    out = []
+    out: list[SearchTask] = []
     retry_new = ~_has_job_row(task, JobStatus.FAILED) | (User.events_since_search >= drift_events)
     for scope, extra in ((JobScope.NEW, retry_new), (JobScope.DRIFTING, true())):
         condition = users.due(scope, task, new_user_events, drift_events) & extra

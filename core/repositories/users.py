@@ -21,7 +21,7 @@ async def get_user(session: AsyncSession, user_id: str) -> User | None:
 async def ensure_users(session: AsyncSession, user_ids: list[str]) -> None:
     """Record users never seen before (profile unknown); existing users are left as they are."""
     if user_ids:
-        statement = insert_ignoring_conflicts(session.bind.dialect.name, User)
+        statement = insert_ignoring_conflicts(session.get_bind().dialect.name, User)
         await session.execute(statement, [{"user_id": u} for u in dict.fromkeys(user_ids)])
 
 

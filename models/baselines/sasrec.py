@@ -142,6 +142,8 @@ class SASRecModel(nn.Module):
         with torch.no_grad():
             self.item_emb.weight[PAD].zero_()
 
+    causal_mask: torch.Tensor  # a buffer, registered in __init__
+
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens [B, T] (item + 1, PAD on the right) -> hidden states [B, T, hidden]."""
         t = tokens.shape[1]

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -30,7 +30,7 @@ log = logging.getLogger("promptrec.runtime")
 class BackgroundJob(Protocol):
     """Work the gateway process runs beside the API until shutdown (the embedded worker)."""
 
-    def run(self) -> Awaitable[None]: ...
+    async def run(self) -> None: ...
 
     def stop(self) -> None: ...
 
