@@ -23,7 +23,7 @@ PERSONAL_CHUNK = 128
 
 def training_examples(
     splits: Splits,
-    users: Sequence[int],
+    users: Sequence[int] | np.ndarray,
     profiles: list[list[str]],
     catalog: ItemCatalog,
     config: PaprecConfig,

@@ -111,8 +111,9 @@ class TriggerRounds:
         per_user = torch.zeros((n_users, grad.shape[1]), device=grad.device)
         per_user.index_add_(0, torch.as_tensor(batch.owner, device=grad.device), grad)
         current = personal[:, slot].tolist()
-        candidates = self.scorer.top_candidates(per_user, current, self.config.personal_k)
-        candidates = candidates.cpu().numpy()
+        candidates = (
+            self.scorer.top_candidates(per_user, current, self.config.personal_k).cpu().numpy()
+        )
         counts = np.bincount(batch.owner, minlength=n_users)
         present, divisor = counts > 0, counts.clip(min=1)
         accepted = np.zeros(n_users, dtype=bool)

@@ -52,7 +52,7 @@ class ExampleBatch:
     """The seeded share of these examples that task candidates race on (built on first use by
     `screening.screen_for`)."""
 
-    def rows(self, index: Sequence[int]) -> ExampleBatch:
+    def rows(self, index: Sequence[int] | np.ndarray) -> ExampleBatch:
         return ExampleBatch(
             base=[self.base[j] for j in index],
             history=[self.history[j] for j in index],
@@ -149,9 +149,11 @@ class PromptScorer:
             logits = self.logits(batch, rows, *self.encode(batch, rows, triggers))
             targets = torch.as_tensor(batch.targets[lo : rows.stop], device=logits.device)
             target_logit = logits.gather(1, targets[:, None])
-            ranks = (logits >= target_logit).sum(1) - 1
-            ranks = ranks.cpu().numpy()
-            surrogate.append(sum(metric(m, ranks) for m in metrics))
+            ranks = ((logits >= target_logit).sum(1) - 1).cpu().numpy()
+            total = np.zeros(len(ranks))
+            for m in metrics:
+                total = total + metric(m, ranks)
+            surrogate.append(total)
             logp.append((target_logit[:, 0] - torch.logsumexp(logits, dim=1)).cpu().numpy())
         return np.concatenate(surrogate), np.concatenate(logp)
 

@@ -40,7 +40,7 @@ class Screen:
 
     def adopt(self, key: bytes, scores: list[np.ndarray]) -> None:
         """Make `key` the current prompt, with its scores in every stage already known."""
-        self.incumbent_key, self.incumbent = key, scores
+        self.incumbent_key, self.incumbent = key, list[np.ndarray | None](scores)
 
 
 def prompt_key(task: Sequence[int], personal: np.ndarray) -> bytes:
@@ -99,7 +99,9 @@ def race(
     None. At most `promote` trials, best on the screen first, are scored beyond it."""
     screen.track(prompt_key(current, personal))
     first = screen_scores(scorer, screen, current, trials, personal)
-    sums, to_beat = first.sum(axis=1), screen.incumbent[0].sum()
+    incumbent = screen.incumbent[0]
+    assert incumbent is not None  # screen_scores scored the current prompt on the screen
+    sums, to_beat = first.sum(axis=1), incumbent.sum()
     finalists = [c for c in np.argsort(-sums, kind="stable") if sums[c] > to_beat]
     chosen, chosen_scores = None, None
     for c in finalists[:promote]:
@@ -109,7 +111,7 @@ def race(
         score = float(sum(part.sum() for part in scores) / screen.size)
         if score > best:
             best, chosen, chosen_scores = score, int(c), scores
-    if chosen is not None:
+    if chosen is not None and chosen_scores is not None:
         screen.adopt(prompt_key(trials[chosen], personal), chosen_scores)
     return best, chosen
 
@@ -163,6 +165,7 @@ def _finalist_scores(
 def _incumbent_scores(
     scorer: PromptScorer, screen: Screen, k: int, current: list[int], personal: np.ndarray
 ) -> np.ndarray:
-    if screen.incumbent[k] is None:
-        screen.incumbent[k] = scorer.surrogates(screen.stages[k], current, personal)
-    return screen.incumbent[k]
+    scores = screen.incumbent[k]
+    if scores is None:
+        scores = screen.incumbent[k] = scorer.surrogates(screen.stages[k], current, personal)
+    return scores
