@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from promptrec.cli.options import DEFAULT_DATA, DEFAULT_MODEL
+
 CONFIGS = [("default", 512), ("default", 64), *(("retained", n) for n in (512, 256, 128, 64))]
 
 
@@ -78,8 +80,8 @@ def child(model: Path, data_dir: Path, malloc: str, rows: int, passes: int) -> d
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=Path("artifacts/rlm-small"))
-    parser.add_argument("--data", type=Path, default=Path("data/ml-100k"))
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, default=Path("bench/results/allocator.json"))
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--passes", type=int, default=2, help="passes over all users per round")

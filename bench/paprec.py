@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from bench.paprec_reference import BeamSearchAcceptance
+from promptrec.cli.options import DEFAULT_DATA, DEFAULT_MODEL, DEFAULT_PROMPTS
 from promptrec.models.data.dataset import InteractionData
 from promptrec.models.data.splits import make_splits
 from promptrec.models.metrics import paired_bootstrap_ci
@@ -162,9 +163,9 @@ def speedup(flips: dict, ours: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=Path("artifacts/rlm-small"))
-    parser.add_argument("--data", type=Path, default=Path("data/ml-100k"))
-    parser.add_argument("--prompts", type=Path, default=Path("artifacts/prompts/sequential.json"))
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--prompts", type=Path, default=DEFAULT_PROMPTS)
     parser.add_argument("--out", type=Path, default=Path("bench/results/paprec.json"))
     parser.add_argument(
         "--acceptance-only",

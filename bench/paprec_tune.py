@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from promptrec.cli.options import DEFAULT_DATA, DEFAULT_MODEL, DEFAULT_PROMPTS
 from promptrec.models.data.dataset import InteractionData
 from promptrec.models.data.splits import make_splits
 from promptrec.models.evaluation import full_ranking_metrics, rlm_scores, user_fields
@@ -52,9 +53,9 @@ def surrogates(text: str) -> tuple[tuple[str, ...], ...]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=Path("artifacts/rlm-small"))
-    parser.add_argument("--data", type=Path, default=Path("data/ml-100k"))
-    parser.add_argument("--prompts", type=Path, default=Path("artifacts/prompts/sequential.json"))
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--prompts", type=Path, default=DEFAULT_PROMPTS)
     parser.add_argument("--out", type=Path, default=Path("bench/results/paprec_tune.json"))
     parser.add_argument(
         "--grid",

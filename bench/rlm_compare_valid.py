@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from promptrec.cli.options import DEFAULT_DATA
 from promptrec.models.data.dataset import InteractionData
 from promptrec.models.data.splits import make_splits
 from promptrec.models.evaluation import full_ranking_metrics, rlm_scores, user_fields
@@ -28,7 +29,7 @@ def main() -> None:
     parser.add_argument(
         "models", type=Path, nargs="+", help="model directories; the first is the reference"
     )
-    parser.add_argument("--data", type=Path, default=Path("data/ml-100k"))
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--template", default="seq-1")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()

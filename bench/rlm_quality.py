@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from promptrec.cli.options import DEFAULT_DATA, DEFAULT_MODEL
 from promptrec.models.data.dataset import InteractionData
 from promptrec.models.data.splits import make_splits
 from promptrec.models.model_context import load_context
@@ -27,8 +28,8 @@ from promptrec.models.report import QualityOptions, quality_report
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=Path("artifacts/rlm-small"))
-    parser.add_argument("--data", type=Path, default=Path("data/ml-100k"))
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, default=Path("bench/results/rlm_quality.json"))
     parser.add_argument(
         "--speed-only",

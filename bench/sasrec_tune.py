@@ -16,6 +16,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from promptrec.cli.options import DEFAULT_DATA
 from promptrec.models.baselines.sasrec import SASRecConfig, SASRecScorer
 from promptrec.models.data.dataset import InteractionData
 from promptrec.models.data.splits import make_splits
@@ -50,7 +51,7 @@ def fit_one(data_dir: Path, config: SASRecConfig) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path("data/ml-100k"))
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--processes", type=int, default=2, help="settings trained at once")
     parser.add_argument("--out", type=Path, default=Path("bench/results/sasrec_tune.json"))
     args = parser.parse_args()
