@@ -22,7 +22,8 @@ RUN if ! command -v python3 >/dev/null 2>&1; then \
     fi \
     && python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-WORKDIR /src
+# The code is built where the runtime stage runs it (see below).
+WORKDIR /app
 
 # torch first, pinned, from the index of the wanted build (CPU unless TORCH_INDEX_URL says
 # otherwise); the constraint keeps every later install from replacing it.
@@ -36,9 +37,11 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
     && pip install -c /tmp/constraints.txt -r /tmp/requirements.txt
 
 COPY models ./models
+COPY core ./core
 COPY service ./service
 COPY worker ./worker
-RUN pip install -c /tmp/constraints.txt . \
+COPY cli ./cli
+RUN pip install -c /tmp/constraints.txt --no-deps -e . \
     && python -c "import torch; assert torch.__version__.split('+')[0] == '2.13.0', torch.__version__"
 
 # ---- runtime: the environment, the code, migrations and the shipped model; no build tools -----
@@ -52,12 +55,11 @@ RUN if ! command -v python3 >/dev/null 2>&1; then \
     && useradd --system --uid 10001 --gid promptrec --create-home --home-dir /home/promptrec \
         --shell /usr/sbin/nologin promptrec
 
-# /app on PYTHONPATH: `service.db.migrate` finds alembic.ini two folders above its own file, so
-# the code runs from /app (next to alembic.ini and migrations/) rather than from site-packages.
+# The project is installed editable from /app, so `promptrec.core.db.migrate` is
+# /app/core/db/migrate.py and finds alembic.ini two folders above it, next to migrations/.
 # Relative defaults (artifacts/rlm-small, data/ml-100k, sqlite:///data/promptrec.db) resolve
 # under /app.
 ENV PATH=/opt/venv/bin:$PATH \
-    PYTHONPATH=/app \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /app
@@ -65,8 +67,10 @@ COPY --from=builder /opt/venv /opt/venv
 COPY alembic.ini ./
 COPY migrations ./migrations
 COPY models ./models
+COPY core ./core
 COPY service ./service
 COPY worker ./worker
+COPY cli ./cli
 # The shipped model and prompt set; writable by the service user (a named volume mounted here
 # starts as a copy of them).
 COPY --chown=promptrec:promptrec artifacts ./artifacts

@@ -1,9 +1,9 @@
 """Benchmark: model passes on CPU with glibc's default malloc vs freed memory retained.
 
-    python bench/allocator.py --model artifacts/rlm-small --data data/ml-100k \
+    python -m bench.allocator --model artifacts/rlm-small --data data/ml-100k \
         --out bench/results/allocator.json
 
-Each configuration (malloc default or `models.allocator.retain_freed_memory`, x prompts per
+Each configuration (malloc default or `models.malloc_settings.retain_freed_memory`, x prompts per
 model call) runs in its own process, since malloc settings are process-wide: the seq-1 prompts
 of every user, scored (traced ranking graph) and differentiated (eager gradient w.r.t. the input
 embeddings, as a PAP-REC round takes it). The configurations take turns, round after round, so
@@ -24,17 +24,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from promptrec.cli.options import DEFAULT_DATA, DEFAULT_MODEL
+
 CONFIGS = [("default", 512), ("default", 64), *(("retained", n) for n in (512, 256, 128, 64))]
 
 
 def child(model: Path, data_dir: Path, malloc: str, rows: int, passes: int) -> dict:
-    import models.rlm.model as rlm_model
-    from models.data.dataset import InteractionData
-    from models.data.splits import make_splits
-    from models.evaluation import user_fields
-    from models.ranking import encode_token_lists, item_logits, item_scorer
-    from models.report import load_context
-    from models.templates import TEMPLATES, render_tokens
+    import promptrec.models.rlm.model as rlm_model
+    from promptrec.models.data.dataset import InteractionData
+    from promptrec.models.data.splits import make_splits
+    from promptrec.models.evaluation import user_fields
+    from promptrec.models.model_context import load_context
+    from promptrec.models.ranking import encode_token_lists, item_logits, item_scorer
+    from promptrec.models.templates import TEMPLATES, render_tokens
 
     if malloc == "default":  # the model would apply the settings when it is built
         rlm_model.retain_freed_memory = lambda: False
@@ -78,8 +80,8 @@ def child(model: Path, data_dir: Path, malloc: str, rows: int, passes: int) -> d
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=Path("artifacts/rlm-small"))
-    parser.add_argument("--data", type=Path, default=Path("data/ml-100k"))
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, default=Path("bench/results/allocator.json"))
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--passes", type=int, default=2, help="passes over all users per round")
@@ -93,7 +95,8 @@ def main() -> None:
     runs: dict[tuple[str, int], list[dict]] = {c: [] for c in CONFIGS}
     for r in range(args.rounds):
         for malloc, rows in CONFIGS:
-            cmd = [sys.executable, __file__, "--model", str(args.model), "--data", str(args.data)]
+            cmd = [sys.executable, "-m", "bench.allocator", "--model", str(args.model)]
+            cmd += ["--data", str(args.data)]
             cmd += ["--passes", str(args.passes), "--child", malloc, str(rows)]
             done = subprocess.run(cmd, capture_output=True, text=True, check=True)
             runs[(malloc, rows)].append(json.loads(done.stdout.strip().splitlines()[-1]))

@@ -1,11 +1,11 @@
 """Benchmark: the production topology under faults, as real processes.
 
-    python bench/faults.py [--users 8] [--out bench/results/faults.json]
+    python -m bench.faults [--users 8] [--out bench/results/faults.json]
 
 A private Postgres (`initdb` into a temp dir, `pg_ctl`) and a private Redis (`redis-server` on a
 free port), both started here; MovieLens-100k and the shipped prompt set loaded as `make run`
 loads them; one `promptrec serve` with the embedded worker off and two `promptrec worker`
-processes (the helpers of tests/service/worker_testing.py). A steady client load runs all along:
+processes (the process managers of tests/support). A steady client load runs all along:
 events and recommendations on keep-alive connections. Each fault is injected in turn while an
 admin job searches `--users` users:
 
@@ -26,268 +26,29 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
 import json
 import shutil
 import sys
 import tempfile
-import threading
 import time
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "service")]
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
 
-import redis  # noqa: E402
-from gateway_testing import prepared_database  # noqa: E402
-from sqlalchemy import func, select, text  # noqa: E402
-from sqlalchemy.orm import Session  # noqa: E402
-from worker_testing import (  # noqa: E402
-    GatewayProcess,
-    JobView,
-    PostgresServer,
-    RedisServer,
-    WorkerProcess,
-    wait_for,
-    worker_env,
-)
+from bench.faults_injection import FAULTS
+from bench.faults_stack import ADMIN_KEY, Load, Stack, queue_admin_job
+from promptrec.core.db.engine import make_sync_engine
+from promptrec.core.db.prompt_loader import load_prompt_set
+from promptrec.core.db.tables import Interaction, UserPrompt
+from tests.support.databases import prepared_database
+from tests.support.paths import MOVIELENS, REPO, SHIPPED_PROMPTS, SMALL_MODEL
+from tests.support.private_servers import PostgresServer, RedisServer
+from tests.support.processes import wait_for
+from tests.support.search_jobs import JobView
+from tests.support.settings import worker_env
 
-from service.db.engine import make_sync_engine  # noqa: E402
-from service.db.prompt_loader import load_prompt_set  # noqa: E402
-from service.db.tables import Interaction, UserPrompt  # noqa: E402
-from worker.queue import GROUP  # noqa: E402
-
-MODEL = ROOT / "artifacts" / "rlm-small"
-PROMPTS = ROOT / "artifacts" / "prompts" / "sequential.json"
-ADMIN_KEY = "bench-admin-key"
-ITEMS = ["50", "100", "181", "258", "286", "1", "7", "98"]
 STUCK_AFTER_S = 180
-
-
-@dataclass
-class Stack:
-    """The processes, and where the clients find the API now."""
-
-    env: dict[str, str]
-    directory: Path
-    postgres: PostgresServer
-    redis_server: RedisServer
-    gateway: GatewayProcess | None = None
-    workers: list[WorkerProcess] = field(default_factory=list)
-    started: int = 0
-    api_killed: bool = False  # between the SIGKILL of the API and its replacement
-
-    def start_gateway(self) -> None:
-        self.gateway = GatewayProcess(self.env, self.directory / f"api-{time.time():.0f}.log")
-
-    def start_worker(self) -> WorkerProcess:
-        self.started += 1
-        name = f"worker-{self.started}"
-        process = WorkerProcess(self.env, self.directory / f"{name}.log", name)
-        self.workers.append(process)
-        return process
-
-    def api_alive(self) -> bool:
-        return (
-            self.gateway is not None and not self.api_killed and self.gateway.process.poll() is None
-        )
-
-
-@dataclass
-class Tally:
-    """What the clients saw during one fault."""
-
-    statuses: Counter = field(default_factory=Counter)
-    dropped_while_alive: int = 0  # no response on a connection, the API process alive
-    refused_while_down: int = 0  # the API process was dead: nobody to answer
-    accepted_events: list[str] = field(default_factory=list)
-    served: list[tuple[float, str, int]] = field(default_factory=list)  # (time, user, version)
-
-
-class Load:
-    """Client threads: events and recommendations, each on its own keep-alive connection."""
-
-    def __init__(self, stack: Stack, users: list[str], threads: int = 2) -> None:
-        self.stack, self.users, self.threads = stack, users, threads
-        self.tally = Tally()
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
-        self.counter = 0
-        self.pool: list[threading.Thread] = []
-
-    def swap(self) -> Tally:
-        with self.lock:
-            tally, self.tally = self.tally, Tally()
-        return tally
-
-    def _record(self, **what) -> None:
-        with self.lock:
-            if "status" in what:
-                self.tally.statuses[what["status"]] += 1
-            if "event" in what:
-                self.tally.accepted_events.append(what["event"])
-            if "served" in what:
-                self.tally.served.append(what["served"])
-            if what.get("dropped"):
-                if self.stack.api_alive():
-                    self.tally.dropped_while_alive += 1
-                else:
-                    self.tally.refused_while_down += 1
-
-    def _client(self, n: int) -> None:
-        connection, port = None, None
-        while not self.stop.is_set():
-            gateway = self.stack.gateway
-            if gateway is None or not self.stack.api_alive():
-                time.sleep(0.2)
-                continue
-            if connection is None or port != gateway.port:
-                port = gateway.port
-                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
-            with self.lock:
-                self.counter += 1
-                k = self.counter
-            user = self.users[k % len(self.users)]
-            try:
-                if k % 2:
-                    event = f"bench-{n}-{k}"
-                    body = {
-                        "events": [
-                            {
-                                "event_id": event,
-                                "user_id": f"load-{k % 50}",
-                                "item_id": ITEMS[k % len(ITEMS)],
-                                "timestamp": 1_000_000_000 + k,
-                            }
-                        ]
-                    }
-                    status, answer = _post(connection, "/v1/events", body)
-                    self._record(status=status)
-                    if status == 200 and answer["results"][0]["status"] == "accepted":
-                        self._record(event=event)
-                else:
-                    status, answer = _post(
-                        connection, f"/v1/users/{user}/recommendations", {"count": 5}
-                    )
-                    self._record(status=status)
-                    if status == 200:
-                        self._record(served=(time.time(), user, answer["prompt"]["version"]))
-            except (OSError, http.client.HTTPException):
-                self._record(dropped=True)
-                connection.close()
-                connection = None
-                time.sleep(0.1)
-            time.sleep(0.05)
-
-    def start(self) -> None:
-        for n in range(self.threads):
-            thread = threading.Thread(target=self._client, args=(n,), daemon=True)
-            thread.start()
-            self.pool.append(thread)
-
-    def close(self) -> None:
-        self.stop.set()
-        for thread in self.pool:
-            thread.join(30)
-
-
-def _post(connection: http.client.HTTPConnection, path: str, body: dict) -> tuple[int, dict]:
-    connection.request("POST", path, json.dumps(body), {"content-type": "application/json"})
-    response = connection.getresponse()
-    raw = response.read()
-    try:
-        return response.status, json.loads(raw)
-    except ValueError:
-        return response.status, {}
-
-
-def queue_admin_job(stack: Stack, users: list[str]) -> str:
-    """Through the API as an operator would, retried while the API answers nothing or 503."""
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", stack.gateway.port, timeout=15)
-            connection.request(
-                "POST",
-                "/v1/admin/prompt-search-jobs",
-                json.dumps({"task": "sequential", "user_ids": users}),
-                {"content-type": "application/json", "X-API-Key": ADMIN_KEY},
-            )
-            response = connection.getresponse()
-            body = json.loads(response.read())
-            if response.status == 202:
-                return body["job_id"]
-        except (OSError, http.client.HTTPException, ValueError):
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError("could not queue an admin job")
-        time.sleep(1)
-
-
-# ---- faults -------------------------------------------------------------------------------
-
-
-def _busy_consumers(stack: Stack) -> set[str]:
-    """Consumers holding pending messages (a batch in hand)."""
-    client = redis.Redis.from_url(stack.redis_server.url, decode_responses=True)
-    try:
-        summary = client.xpending(f"{stack.env['PROMPTREC_REDIS_KEY_PREFIX']}search:stream", GROUP)
-    finally:
-        client.close()
-    return {c["name"] for c in summary.get("consumers") or [] if int(c["pending"]) > 0}
-
-
-def kill_a_worker(stack: Stack, view: JobView) -> None:
-    """SIGKILL the worker that holds the job's batch (its messages are pending)."""
-    wait_for(lambda: view.statuses().get("running", 0) > 0, 120, "a batch to start")
-    busy = _busy_consumers(stack)
-    victim = next((w for w in stack.workers if w.log.stem in busy), stack.workers[0])
-    stack.workers.remove(victim)
-    victim.kill()
-    stack.start_worker()
-
-
-def restart_redis_empty(stack: Stack, view: JobView) -> None:
-    wait_for(lambda: view.statuses().get("running", 0) > 0, 120, "a batch to start")
-    stack.redis_server.stop()  # SIGKILL; no persistence
-    time.sleep(1)
-    stack.redis_server.start()
-
-
-def stop_postgres(stack: Stack, view: JobView) -> None:
-    wait_for(lambda: view.statuses().get("running", 0) > 0, 120, "a batch to start")
-    stack.postgres.stop()
-    time.sleep(10)
-    stack.postgres.start()
-
-
-def kill_the_api(stack: Stack, view: JobView) -> None:
-    # Marked down before the signal: a request cut by the kill is not a drop by a live server
-    # (the process lives for a moment after SIGKILL is sent).
-    stack.api_killed = True
-    stack.gateway.process.kill()
-    stack.gateway.process.wait()
-    stack.gateway.handle.close()
-    stack.start_gateway()
-    stack.api_killed = False
-
-
-def pause_redis_writes(stack: Stack, view: JobView) -> None:
-    wait_for(lambda: view.statuses().get("running", 0) > 0, 120, "a worker to take the job")
-    client = redis.Redis.from_url(stack.redis_server.url)
-    client.execute_command("CLIENT", "PAUSE", "8000", "WRITE")
-    client.close()
-
-
-FAULTS = {
-    "worker SIGKILL": kill_a_worker,
-    "Redis SIGKILL + empty restart": restart_redis_empty,
-    "Postgres stop 10 s": stop_postgres,
-    "API SIGKILL": kill_the_api,
-    "Redis write pause during invalidation": pause_redis_writes,
-}
 
 
 # ---- measurements -------------------------------------------------------------------------
@@ -389,8 +150,8 @@ def table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=8, help="users per admin job")
-    parser.add_argument("--data", type=Path, default=ROOT / "data" / "ml-100k")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "faults.json")
+    parser.add_argument("--data", type=Path, default=MOVIELENS)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "faults.json")
     parser.add_argument("--faults", help="comma-separated subset of: " + ", ".join(FAULTS))
     args = parser.parse_args(argv)
     chosen = [f.strip() for f in args.faults.split(",")] if args.faults else list(FAULTS)
@@ -401,11 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     redis_server.start()
     url = prepared_database(postgres.url, args.data)
     engine = make_sync_engine(url)
-    load_prompt_set(engine, PROMPTS)
+    load_prompt_set(engine, SHIPPED_PROMPTS)
     env = worker_env(
         url,
         redis_server.url,
-        MODEL,
+        SMALL_MODEL,
         admin_api_key=ADMIN_KEY,
         embedded_worker=False,
         migrate_on_start=False,
@@ -429,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         if load is not None:
             load.close()
         if stack.gateway is not None:
-            stack.gateway.close()
+            stack.gateway.stop()
         for worker in stack.workers:
             worker.close()
         engine.dispose()
@@ -439,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(rows))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     body = {
-        "command": "python bench/faults.py " + " ".join(argv or sys.argv[1:]),
+        "command": "python -m bench.faults " + " ".join(argv or sys.argv[1:]),
         "users_per_job": args.users,
         "goals": {
             "acknowledged_events_lost": 0,

@@ -1,6 +1,6 @@
 """Benchmark: PAP-REC prompts vs manual templates, personal search speed, and the reference loop.
 
-    python bench/paprec.py --model artifacts/rlm-small --data data/ml-100k \
+    python -m bench.paprec --model artifacts/rlm-small --data data/ml-100k \
         --prompts artifacts/prompts/sequential.json --out bench/results/paprec.json
 
 Runs (or resumes) `promptrec search` into --prompts, scores manual templates, "auto" (task
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -22,24 +21,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from paprec_reference import BeamSearchAcceptance
-
-from models.data.dataset import InteractionData
-from models.data.splits import make_splits
-from models.metrics import paired_bootstrap_ci
-from models.prompts.paprec.config import PaprecConfig
-from models.prompts.paprec.pipeline import run_search, training_examples
-from models.prompts.paprec.search import PaprecSearch
-from models.prompts.selection import SearchExamples
-from models.report import (
+from bench.paprec_reference import BeamSearchAcceptance
+from promptrec.cli.options import DEFAULT_DATA, DEFAULT_MODEL, DEFAULT_PROMPTS
+from promptrec.models.data.dataset import InteractionData
+from promptrec.models.data.splits import make_splits
+from promptrec.models.metrics import paired_bootstrap_ci
+from promptrec.models.prompts.paprec.config import PaprecConfig
+from promptrec.models.prompts.paprec.pipeline import run_search, training_examples
+from promptrec.models.prompts.paprec.search import PaprecSearch
+from promptrec.models.prompts.selection import SearchExamples
+from promptrec.models.report import (
     best_by_validation,
     load_context,
     score_prompt_set,
     score_rlm_template,
     sequential_templates,
 )
-from models.templates import PromptFields
+from promptrec.models.templates import PromptFields
 
 METRICS = ("HR@5", "NDCG@5", "HR@10", "NDCG@10")
 SELECTION_METRICS = ("NDCG@10", "HR@10")
@@ -107,7 +105,7 @@ def acceptance_speed(lm, splits, catalog, profiles, config) -> dict:
     every = replace(config, screen_fraction=None)
     # Every rule's result is scored on one fixed metric, whatever surrogate its search uses.
     exact = PaprecSearch(lm, replace(every, metrics=SELECTION_METRICS), progress=False)
-    exact_batch = exact.prepare(examples, range(len(examples)))
+    exact_batch = exact.scorer.prepare(examples, range(len(examples)))
     personal = np.zeros((len(users), 0), dtype=np.int64)
     runs = {}
     for name, cls, cfg in (
@@ -117,8 +115,8 @@ def acceptance_speed(lm, splits, catalog, profiles, config) -> dict:
         ("reference", BeamSearchAcceptance, every),
     ):
         search = cls(lm, cfg, progress=False)
-        batch = search.prepare(examples, range(len(examples)))
-        task = search.ids([cfg.init_token] * cfg.task_tokens)
+        batch = search.scorer.prepare(examples, range(len(examples)))
+        task = search.scorer.ids([cfg.init_token] * cfg.task_tokens)
         run = {"search": search, "batch": batch, "task": task, "seconds": 0.0, "candidates": 0}
         run["best"] = search.task_surrogate(batch, lambda j, t=task: t)
         run["accepted"] = 0
@@ -139,7 +137,7 @@ def acceptance_speed(lm, splits, catalog, profiles, config) -> dict:
             "candidates": run["candidates"],
             "accepted": run["accepted"],
             "examples": len(examples),
-            "tokens": run["search"].tokens(run["task"]),
+            "tokens": run["search"].scorer.tokens(run["task"]),
             "selection_" + "+".join(SELECTION_METRICS): round(final, 5),
         }
         print(name, results[name], flush=True)
@@ -165,9 +163,9 @@ def speedup(flips: dict, ours: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=Path("artifacts/rlm-small"))
-    parser.add_argument("--data", type=Path, default=Path("data/ml-100k"))
-    parser.add_argument("--prompts", type=Path, default=Path("artifacts/prompts/sequential.json"))
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--prompts", type=Path, default=DEFAULT_PROMPTS)
     parser.add_argument("--out", type=Path, default=Path("bench/results/paprec.json"))
     parser.add_argument(
         "--acceptance-only",

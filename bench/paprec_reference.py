@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from models.prompts.paprec.search import PaprecSearch
+from promptrec.models.prompts.paprec.search import PaprecSearch
 
 BEAMS = 20
 
@@ -29,7 +29,7 @@ class BeamSearchAcceptance(PaprecSearch):
         n = len(batch.base)
         for lo in range(0, n, self.batch_size_beams):
             rows = range(lo, min(lo + self.batch_size_beams, n))
-            ids, mask = self._encode(batch, rows, triggers)
+            ids, mask = self.scorer.encode(batch, rows, triggers)
             hidden = self.lm.model(input_ids=ids, attention_mask=mask)
             last = hidden[torch.arange(len(rows)), mask.sum(dim=1) - 1]
             vocab = self.lm.model.transformer.wte.weight

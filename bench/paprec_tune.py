@@ -1,6 +1,6 @@
 """Tune PAP-REC's personal search on validation only (test is never read here).
 
-    python bench/paprec_tune.py [--out bench/results/paprec_tune.json]
+    python -m bench.paprec_tune [--out bench/results/paprec_tune.json]
 
 The task-level part stays as the shipped prompt set has it (--prompts); for each setting of
 the personal search (personal tokens d, candidates k, selection examples per user, cycles),
@@ -21,17 +21,16 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from models.data.dataset import InteractionData
-from models.data.splits import make_splits
-from models.evaluation import full_ranking_metrics, rlm_scores, user_fields
-from models.metrics import paired_bootstrap_ci, parse_metric_list
-from models.prompts.paprec.pipeline import PERSONAL_CHUNK, training_examples
-from models.prompts.paprec.search import PaprecSearch
-from models.prompts.paprec.state import PromptSet
-from models.prompts.rendering import UserPrompt
-from models.report import load_context
+from promptrec.cli.options import DEFAULT_DATA, DEFAULT_MODEL, DEFAULT_PROMPTS
+from promptrec.models.data.dataset import InteractionData
+from promptrec.models.data.splits import make_splits
+from promptrec.models.evaluation import full_ranking_metrics, rlm_scores, user_fields
+from promptrec.models.metrics import paired_bootstrap_ci, parse_metric_list
+from promptrec.models.model_context import load_context
+from promptrec.models.prompts.paprec.pipeline import PERSONAL_CHUNK, training_examples
+from promptrec.models.prompts.paprec.search import PaprecSearch
+from promptrec.models.prompts.paprec.state import PromptSet
+from promptrec.models.prompts.rendering import UserPrompt
 
 # (personal tokens d, candidates k, selection examples per user, max cycles)
 GRID = (
@@ -54,9 +53,9 @@ def surrogates(text: str) -> tuple[tuple[str, ...], ...]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=Path("artifacts/rlm-small"))
-    parser.add_argument("--data", type=Path, default=Path("data/ml-100k"))
-    parser.add_argument("--prompts", type=Path, default=Path("artifacts/prompts/sequential.json"))
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--prompts", type=Path, default=DEFAULT_PROMPTS)
     parser.add_argument("--out", type=Path, default=Path("bench/results/paprec_tune.json"))
     parser.add_argument(
         "--grid",
@@ -152,7 +151,7 @@ def main() -> None:
         "rows": rows,
         "best": best,
         "base_config": asdict(shipped.config),
-        "command": "python bench/paprec_tune.py " + " ".join(sys.argv[1:]),
+        "command": "python -m bench.paprec_tune " + " ".join(sys.argv[1:]),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")

@@ -1,7 +1,7 @@
 """Compare trained RLMs on validation only (test is never read): NDCG@10 per user group, word
 sensitivity, paired-bootstrap CIs against the first model. For choosing between training recipes.
 
-    python bench/rlm_compare_valid.py artifacts/rlm-small /tmp/rlm-teacher \
+    python -m bench.rlm_compare_valid artifacts/rlm-small /tmp/rlm-teacher \
         --out bench/results/rlm_compare_valid.json
 """
 
@@ -13,12 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from models.data.dataset import InteractionData
-from models.data.splits import make_splits
-from models.evaluation import full_ranking_metrics, rlm_scores, user_fields
-from models.metrics import paired_bootstrap_ci
-from models.report import load_context
-from models.sensitivity import sensitivity
+from promptrec.cli.options import DEFAULT_DATA
+from promptrec.models.data.dataset import InteractionData
+from promptrec.models.data.splits import make_splits
+from promptrec.models.evaluation import full_ranking_metrics, rlm_scores, user_fields
+from promptrec.models.metrics import paired_bootstrap_ci
+from promptrec.models.model_context import load_context
+from promptrec.models.sensitivity import sensitivity
 
 GROUPS = ("warm", "cold", "all")
 
@@ -28,7 +29,7 @@ def main() -> None:
     parser.add_argument(
         "models", type=Path, nargs="+", help="model directories; the first is the reference"
     )
-    parser.add_argument("--data", type=Path, default=Path("data/ml-100k"))
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--template", default="seq-1")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()

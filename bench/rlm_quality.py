@@ -1,6 +1,6 @@
 """Benchmark: the RLM's quality against popularity, Markov and SASRec; word sensitivity; speed.
 
-    python bench/rlm_quality.py --model artifacts/rlm-small --data data/ml-100k \
+    python -m bench.rlm_quality --model artifacts/rlm-small --data data/ml-100k \
         --seed-models /tmp/rlm-seed1 /tmp/rlm-seed2 --out bench/results/rlm_quality.json
 
 Prints the tables and writes the JSON report: leave-one-out rows per method x users x split x
@@ -18,16 +18,18 @@ from pathlib import Path
 
 import torch
 
-from models.data.dataset import InteractionData
-from models.data.splits import make_splits
-from models.ranking_speed import ranking_speed
-from models.report import QualityOptions, load_context, quality_report
+from promptrec.cli.options import DEFAULT_DATA, DEFAULT_MODEL
+from promptrec.models.data.dataset import InteractionData
+from promptrec.models.data.splits import make_splits
+from promptrec.models.model_context import load_context
+from promptrec.models.ranking_speed import ranking_speed
+from promptrec.models.report import QualityOptions, quality_report
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=Path("artifacts/rlm-small"))
-    parser.add_argument("--data", type=Path, default=Path("data/ml-100k"))
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, default=Path("bench/results/rlm_quality.json"))
     parser.add_argument(
         "--speed-only",

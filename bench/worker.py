@@ -1,6 +1,6 @@
 """Benchmark: prompt-search workers end to end through the real stack.
 
-    python bench/worker.py [--users N] [--workers 1] [--batch-size 64] \
+    python -m bench.worker [--users N] [--workers 1] [--batch-size 64] \
         [--out bench/results/worker.json]
 
 What it does, all on this machine and in one run:
@@ -37,37 +37,23 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-import psycopg
-import redis
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_load import ROOT, Server, _promptrec, _run_cli, _shown
-
-from models.metrics import paired_bootstrap_ci
-from service.demo import cold_users, replay, summary, table
-
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
-REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-@contextlib.contextmanager
-def scratch_database():
-    name = f"promptrec_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+from promptrec.cli.demo import cold_users, replay, summary, table
+from promptrec.models.metrics import paired_bootstrap_ci
+from tests.support.databases import REDIS_URL, delete_redis_keys, temporary_postgres_database
+from tests.support.gateway_process import GatewayProcess
+from tests.support.paths import MOVIELENS, REPO, SHIPPED_PROMPTS, SMALL_MODEL, shown
+from tests.support.processes import run_promptrec
+from tests.support.settings import promptrec_env
+from tests.support.worker_process import WorkerProcess
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, default=ROOT / "artifacts" / "rlm-small")
-    parser.add_argument("--data", type=Path, default=ROOT / "data" / "ml-100k")
-    parser.add_argument("--prompts", type=Path, default=ROOT / "artifacts/prompts/sequential.json")
+    parser.add_argument("--model", type=Path, default=SMALL_MODEL)
+    parser.add_argument("--data", type=Path, default=MOVIELENS)
+    parser.add_argument("--prompts", type=Path, default=SHIPPED_PROMPTS)
     parser.add_argument("--users", type=int, help="cold users to replay (default: all)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
     parser.add_argument("--batch-size", type=int, default=64, help="PROMPTREC_WORKER_BATCH_SIZE")
@@ -78,56 +64,46 @@ def main() -> int:
         "--poll", type=float, default=2.0, help="seconds between a client's prompt polls"
     )
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait per search")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "worker.json")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "worker.json")
     args = parser.parse_args()
 
     prefix = f"promptrec-bench-{uuid.uuid4().hex[:8]}:"
     logs = Path(tempfile.mkdtemp(prefix="promptrec-worker-bench-"))
     print(f"process logs in {logs}")
     users = cold_users(args.data, args.users)
-    started: list[subprocess.Popen] = []
-    with scratch_database() as database_url:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTREC_")}
-        env.update(
-            PROMPTREC_DATABASE_URL=database_url,
-            PROMPTREC_REDIS_URL=REDIS_URL,
-            PROMPTREC_REDIS_KEY_PREFIX=prefix,
-            PROMPTREC_MODEL_PATH=str(args.model),
-            PROMPTREC_WORKER_BATCH_SIZE=str(args.batch_size),
-            PROMPTREC_WORKER_SCHEDULER_INTERVAL_S="1",
-            PROMPTREC_EMBEDDED_WORKER="false",  # the searches run in the worker processes
-            PROMPTREC_LOG_LEVEL="INFO",
+    started: list[WorkerProcess] = []
+    with temporary_postgres_database(prefix="promptrec_bench") as database_url:
+        env = promptrec_env(
+            database_url=database_url,
+            redis_url=REDIS_URL,
+            redis_key_prefix=prefix,
+            model_path=args.model,
+            worker_batch_size=args.batch_size,
+            worker_scheduler_interval_s=1,
+            embedded_worker="false",  # the searches run in the worker processes
+            log_level="INFO",
         )
-        _run_cli(["db", "upgrade"], env)
-        print(_run_cli(["db", "load-dataset", "--data", str(args.data)], env))
-        print(_run_cli(["db", "load-prompts", str(args.prompts)], env))
+        run_promptrec(["db", "upgrade"], env)
+        print(run_promptrec(["db", "load-dataset", "--data", str(args.data)], env))
+        print(run_promptrec(["db", "load-prompts", str(args.prompts)], env))
         try:
-            with Server(env, args.model, logs / "worker-bench-api.log", "api") as server:
+            api_log = logs / "worker-bench-api.log"
+            with GatewayProcess(
+                env, api_log, model=args.model, label="api", ready_timeout_s=180
+            ) as server:
                 for w in range(args.workers):
-                    log = (logs / f"worker-bench-{w}.log").open("w")
-                    started.append(
-                        subprocess.Popen(
-                            [*_promptrec(), "worker", "--consumer", f"bench-{w}"],
-                            cwd=ROOT,
-                            env=env,
-                            stdout=log,
-                            stderr=subprocess.STDOUT,
-                        )
-                    )
+                    log = logs / f"worker-bench-{w}.log"
+                    started.append(WorkerProcess(env, log, f"bench-{w}"))
                 time.sleep(5)  # the workers load the model
                 results = asyncio.run(
-                    replay(server.base_url, users, args.timeout, args.concurrency, args.poll)
+                    replay(server.url, users, args.timeout, args.concurrency, args.poll)
                 )
         finally:
             for process in started:
-                process.terminate()
                 with contextlib.suppress(subprocess.TimeoutExpired):
-                    process.wait(60)
-            client = redis.Redis.from_url(REDIS_URL)
-            keys = list(client.scan_iter(match=f"{prefix}*"))
-            if keys:
-                client.delete(*keys)
-            client.close()
+                    process.terminate(60)
+                process.close()
+            delete_redis_keys(prefix, REDIS_URL)
 
     print(table(results))
     s = summary(results)
@@ -163,12 +139,12 @@ def main() -> int:
             "torch_threads": torch.get_num_threads(),
             "platform": platform.platform(),
         },
-        "command": "python bench/worker.py "
-        + " ".join(a if not a.startswith(str(ROOT)) else _shown(Path(a)) for a in sys.argv[1:]),
+        "command": "python -m bench.worker "
+        + " ".join(a if not a.startswith(str(REPO)) else shown(Path(a)) for a in sys.argv[1:]),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(body, indent=1) + "\n")
-    print(f"written to {_shown(args.out)}")
+    print(f"written to {shown(args.out)}")
     return 0 if not s["errors"] else 1
 
 

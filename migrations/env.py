@@ -6,10 +6,10 @@ from logging.config import fileConfig
 
 from alembic import context
 
-from service.db import tables  # noqa: F401  (registers the tables on Base.metadata)
-from service.db.base import Base
-from service.db.engine import make_sync_engine
-from service.settings import get_settings
+from promptrec.core.db import tables  # noqa: F401  (registers the tables on Base.metadata)
+from promptrec.core.db.base import Base
+from promptrec.core.db.engine import make_sync_engine
+from promptrec.core.settings import get_settings
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):

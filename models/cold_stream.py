@@ -25,9 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
-from models.baselines.scorer import ItemScorer
-from models.data.splits import Splits
-from models.metrics import bootstrap_ci, metric, paired_bootstrap_ci, target_ranks
+from promptrec.models.baselines.scorer import ItemScorer
+from promptrec.models.data.splits import Splits
+from promptrec.models.metrics import bootstrap_ci, metric, paired_bootstrap_ci, target_ranks
 
 METRICS = ("HR@5", "NDCG@5", "HR@10", "NDCG@10")
 # (name, shortest prefix, longest prefix), both inclusive; DESIGN §2.
@@ -96,7 +96,8 @@ def cold_stream(
     chosen = splits.user_indices("cold") if users is None else np.asarray(users, dtype=np.int64)
     if len(set(chosen.tolist())) != len(chosen):
         raise ValueError("users must not repeat: each user counts once in every mean")
-    kept, sequences, owner, pos, prefix_len = [], [], [], [], []
+    kept: list[int] = []
+    sequences, owner, pos, prefix_len = [], [], [], []
     for u in chosen.tolist():
         seq = (*splits.train[u], splits.valid[u], splits.test[u])
         n = len(seq) - min_prefix
@@ -278,24 +279,6 @@ def compare(a: StreamResult, b: StreamResult, metric: str = "NDCG@10") -> Compar
         diff=_mean(per_a - per_b),
         ci95=paired_bootstrap_ci(per_a, per_b, a.n_resamples, a.seed),
     )
-
-
-def format_table(results: Sequence[StreamResult], name: str = "NDCG@10") -> str:
-    """Overall metrics and `name` per history-length bucket, one row per method."""
-    head = (
-        f"{'method':<18}{'users':>6}{'preds':>7}"
-        + "".join(f"{m:>9}" for m in METRICS)
-        + "".join(f"{b:>9}" for b, _, _ in BUCKETS)
-    )
-    lines = [f"cold stream; per history length: {name}", head, "-" * len(head)]
-    for r in results:
-        overall, buckets = r.metrics(), r.by_history_len()
-        lines.append(
-            f"{r.method:<18}{len(r.stream.users):>6}{len(r.stream):>7}"
-            + "".join(f"{overall[m]:>9.4f}" for m in METRICS)
-            + "".join(f"{buckets[b]['metrics'][name]:>9.4f}" for b, _, _ in BUCKETS)
-        )
-    return "\n".join(lines)
 
 
 def _user_means(values: np.ndarray, pos: np.ndarray, n_users: int) -> np.ndarray:

@@ -7,13 +7,13 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from models.data.splits import Splits
-from models.metrics import per_user_metrics, target_ranks
-from models.prompts.rendering import UserPrompt, render_prompt
-from models.ranking import encode_token_lists, rank_items, rows_per_call
-from models.rlm.model import RecLM
-from models.templates import TEMPLATES, PromptFields
-from models.user_context import ItemCatalog
+from promptrec.models.data.splits import Splits
+from promptrec.models.metrics import per_user_metrics, target_ranks
+from promptrec.models.prompts.rendering import UserPrompt, render_prompt
+from promptrec.models.ranking import encode_token_lists, rank_items, rows_per_call
+from promptrec.models.rlm.model import RecLM
+from promptrec.models.templates import TEMPLATES, PromptFields
+from promptrec.models.user_context import ItemCatalog
 
 Scores = Callable[[list[int]], np.ndarray]  # user indices -> [n, n_items] scores
 N_NEGATIVES = 99

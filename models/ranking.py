@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from models.rlm.model import RecLM
+from promptrec.models.rlm.model import RecGPT, RecLM
 
 log = logging.getLogger("promptrec.ranking")
 
@@ -56,7 +56,7 @@ def rows_per_call(device: torch.device) -> int:
 
     On CPU, 64: a call's largest activation (64 prompts x ~50 tokens x d_ff floats, under
     20 MB for every preset) then stays below the malloc mmap threshold, so with
-    `models.allocator.retain_freed_memory` its memory is reused call after call instead of
+    `models.malloc_settings.retain_freed_memory` its memory is reused call after call instead of
     being mapped and page-faulted anew (512-prompt calls fault on every call:
     `bench/allocator.py`). A GPU wants large batches instead."""
     return 64 if device.type == "cpu" else 1024
@@ -75,7 +75,7 @@ def row_col_indices(
 
 
 def item_logits(
-    model: torch.nn.Module,
+    model: RecGPT,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     item_token_ids: torch.Tensor,
@@ -91,7 +91,9 @@ def item_logits(
 
 
 class _ItemScorer(torch.nn.Module):
-    def __init__(self, model: torch.nn.Module, item_token_ids: torch.Tensor) -> None:
+    item_token_ids: torch.Tensor  # a buffer, registered in __init__
+
+    def __init__(self, model: RecGPT, item_token_ids: torch.Tensor) -> None:
         super().__init__()
         self.model = model
         self.register_buffer("item_token_ids", item_token_ids, persistent=False)

@@ -7,12 +7,12 @@ import time
 import numpy as np
 import torch
 
-from models.data.splits import Splits
-from models.evaluation import user_fields
-from models.ranking import encode_token_lists, rank_items, rows_per_call
-from models.rlm.model import RecLM
-from models.templates import TEMPLATES, render_tokens
-from models.user_context import ItemCatalog
+from promptrec.models.data.splits import Splits
+from promptrec.models.evaluation import user_fields
+from promptrec.models.ranking import encode_token_lists, rank_items, rows_per_call
+from promptrec.models.rlm.model import RecLM
+from promptrec.models.templates import TEMPLATES, render_tokens
+from promptrec.models.user_context import ItemCatalog
 
 
 def ranking_speed(
@@ -26,7 +26,7 @@ def ranking_speed(
 ) -> dict:
     """Users ranked per second (prompt encoding included) in batches, and one user's latency."""
     batch_size = batch_size or rows_per_call(lm.device)
-    users = np.arange(len(splits.users))
+    users = range(len(splits.users))
     fields = user_fields(splits, catalog, profiles, users, "test")
     tpl = TEMPLATES[template]
     exclude = [f.history for f in fields]

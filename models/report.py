@@ -9,27 +9,28 @@ from pathlib import Path
 
 import numpy as np
 
-from models.baselines import MarkovScorer, PopularityScorer, SASRecScorer
-from models.baselines.sasrec import sasrec_variants
-from models.baselines.scorer import ItemScorer
-from models.cold_stream import compare
-from models.data.splits import Splits
-from models.evaluation import (
+from promptrec.models.baselines import MarkovScorer, PopularityScorer, SASRecScorer
+from promptrec.models.baselines.sasrec import sasrec_variants
+from promptrec.models.baselines.scorer import ItemScorer
+from promptrec.models.cold_stream import compare
+from promptrec.models.data.splits import Splits
+from promptrec.models.evaluation import (
     full_ranking_metrics,
     rlm_scores,
     sampled_negatives,
     sampled_ranking_metrics,
     user_fields,
 )
-from models.metrics import bootstrap_ci, paired_bootstrap_ci, summarize
-from models.prompts.paprec.state import PromptSet
-from models.prompts.rendering import UserPrompt
-from models.ranking_speed import ranking_speed
-from models.rlm.model import RecLM
-from models.sensitivity import sensitivity, short_history_sensitivity
-from models.stream_report import stream_results, stream_section, stream_table
-from models.templates import templates_for
-from models.user_context import ItemCatalog, user_profiles
+from promptrec.models.metrics import bootstrap_ci, paired_bootstrap_ci, summarize
+from promptrec.models.model_context import load_context
+from promptrec.models.prompts.paprec.state import PromptSet
+from promptrec.models.prompts.rendering import UserPrompt
+from promptrec.models.ranking_speed import ranking_speed
+from promptrec.models.rlm.model import RecLM
+from promptrec.models.sensitivity import sensitivity, short_history_sensitivity
+from promptrec.models.stream_report import stream_results, stream_section, stream_table
+from promptrec.models.templates import templates_for
+from promptrec.models.user_context import ItemCatalog
 
 GROUPS = ("warm", "cold", "all")
 SPLITS = ("valid", "test")
@@ -63,7 +64,7 @@ def fit_baselines(splits: Splits, progress: bool = True) -> list[ItemScorer]:
 
 
 def score_method(method: str, scores_for_split, splits: Splits) -> MethodScores:
-    users = np.arange(len(splits.users))
+    users = range(len(splits.users))
     out = MethodScores(method)
     for split in SPLITS:
         scores = scores_for_split(split)
@@ -74,7 +75,7 @@ def score_method(method: str, scores_for_split, splits: Splits) -> MethodScores:
 
 
 def score_baseline(scorer: ItemScorer, splits: Splits) -> MethodScores:
-    users = np.arange(len(splits.users))
+    users = range(len(splits.users))
     return score_method(
         scorer.name, lambda split: scorer.score([splits.history(u, split) for u in users]), splits
     )
@@ -83,7 +84,7 @@ def score_baseline(scorer: ItemScorer, splits: Splits) -> MethodScores:
 def score_rlm_template(
     lm: RecLM, splits: Splits, catalog: ItemCatalog, profiles: list[list[str]], template: str
 ) -> MethodScores:
-    users = np.arange(len(splits.users))
+    users = range(len(splits.users))
 
     def scores(split: str) -> np.ndarray:
         return rlm_scores(lm, user_fields(splits, catalog, profiles, users, split), template)
@@ -149,16 +150,6 @@ def format_table(rows: list[dict], protocol: str = "full") -> str:
 
 def sequential_templates() -> list[str]:
     return [t.name for t in templates_for("sequential")]
-
-
-def load_context(model_dir, data, splits) -> tuple[RecLM, ItemCatalog, list[list[str]]]:
-    lm = RecLM.load(model_dir)
-    if lm.item_ids != splits.item_ids:
-        raise ValueError(
-            f"{model_dir} was trained on another item numbering than this dataset and seed; "
-            "evaluate it on the data it was trained on"
-        )
-    return lm, ItemCatalog.build(data.items, splits), user_profiles(data.users, splits)
 
 
 @dataclass(frozen=True)
@@ -362,7 +353,7 @@ def score_prompt_set(
     personal: bool,
 ) -> MethodScores:
     """Scores of a searched prompt set: task tokens only ("auto") or with personal tokens."""
-    users = np.arange(len(splits.users))
+    users = range(len(splits.users))
     state = prompt_set.state
     prompts = [
         state.prompt_for(splits.users[u]) if personal else UserPrompt(tuple(state.task_tokens))

@@ -6,13 +6,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.cold_stream import cold_stream, evaluate_stream
-from models.data.splits import Splits
-from models.evaluation import full_ranking_metrics, rlm_scores, rlm_stream_scorer, user_fields
-from models.metrics import paired_bootstrap_ci
-from models.rlm.model import RecLM
-from models.stream_report import SHORT_HISTORY, short_prefixes
-from models.user_context import ItemCatalog
+from promptrec.models.cold_stream import cold_stream, evaluate_stream
+from promptrec.models.data.splits import Splits
+from promptrec.models.evaluation import (
+    full_ranking_metrics,
+    rlm_scores,
+    rlm_stream_scorer,
+    user_fields,
+)
+from promptrec.models.metrics import paired_bootstrap_ci
+from promptrec.models.rlm.model import RecLM
+from promptrec.models.stream_report import SHORT_HISTORY, short_prefixes
+from promptrec.models.user_context import ItemCatalog
+
+SHUFFLES = 5
+"""Permutations of a user's words averaged per user."""
 
 
 def sensitivity(
@@ -23,14 +31,14 @@ def sensitivity(
     template: str,
     split: str = "test",
     seed: int = 0,
-    shuffles: int = 5,
+    shuffles: int = SHUFFLES,
 ) -> dict:
     """NDCG@10 with each user's own profile/taste words vs the words of other (random) users.
 
     A user's shuffled figure is their mean over `shuffles` seeded permutations: one permutation
     adds the luck of who got whose words to the comparison; the CI is then over users.
     """
-    users = np.arange(len(splits.users))
+    users = range(len(splits.users))
     rng = np.random.default_rng(seed)
 
     def ndcg(fields) -> np.ndarray:
@@ -41,25 +49,21 @@ def sensitivity(
     true = ndcg(user_fields(splits, catalog, profiles, users, split))
     each = [
         ndcg(
-            user_fields(splits, catalog, profiles, users, split, words_from=rng.permutation(users))
+            user_fields(
+                splits, catalog, profiles, users, split, words_from=rng.permutation(users).tolist()
+            )
         )
         for _ in range(shuffles)
     ]
     shuffled = np.mean(each, axis=0)
     none = ndcg(user_fields(splits, catalog, profiles, users, split, with_words=False))
-    lo, hi = paired_bootstrap_ci(true, shuffled)
     return {
         "template": template,
         "split": split,
         "users": "all",
         "n": len(users),
         "shuffles": shuffles,
-        "true_words_NDCG@10": round(float(true.mean()), 5),
-        "shuffled_words_NDCG@10": round(float(shuffled.mean()), 5),
-        "shuffled_words_NDCG@10_each": [round(float(x.mean()), 5) for x in each],
-        "no_words_NDCG@10": round(float(none.mean()), 5),
-        "diff": round(float((true - shuffled).mean()), 5),
-        "ci95_diff": [round(lo, 5), round(hi, 5)],
+        **_word_comparison(true, shuffled, each, none),
     }
 
 
@@ -70,7 +74,7 @@ def short_history_sensitivity(
     profiles: list[list[str]],
     template: str,
     longest: int = SHORT_HISTORY,
-    shuffles: int = 5,
+    shuffles: int = SHUFFLES,
     seed: int = 0,
 ) -> dict:
     """Cold-stream NDCG@10 at histories of 1..`longest` items with each user's own profile and
@@ -93,13 +97,23 @@ def short_history_sensitivity(
     ]
     shuffled = np.mean(each, axis=0)
     none = per_user(with_words=False)
-    lo, hi = paired_bootstrap_ci(true, shuffled)
     return {
         "template": template,
         "history_len": f"1-{longest}",
         "n_users": len(users),
         "n_predictions": len(stream),
         "shuffles": shuffles,
+        **_word_comparison(true, shuffled, each, none),
+    }
+
+
+def _word_comparison(
+    true: np.ndarray, shuffled: np.ndarray, each: list[np.ndarray], none: np.ndarray
+) -> dict:
+    """Per-user NDCG@10 with the true words, shuffled words (mean and each shuffle), no words;
+    the true-minus-shuffled difference with its user-level paired CI."""
+    lo, hi = paired_bootstrap_ci(true, shuffled)
+    return {
         "true_words_NDCG@10": round(float(true.mean()), 5),
         "shuffled_words_NDCG@10": round(float(shuffled.mean()), 5),
         "shuffled_words_NDCG@10_each": [round(float(x.mean()), 5) for x in each],

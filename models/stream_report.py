@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from models.baselines.scorer import ItemScorer
-from models.cold_stream import (
+from promptrec.models.baselines.scorer import ItemScorer
+from promptrec.models.cold_stream import (
     BUCKETS,
     METRICS,
     ColdStream,
@@ -18,10 +18,10 @@ from models.cold_stream import (
     evaluate_stream,
     item_scorer_fn,
 )
-from models.data.splits import Splits
-from models.evaluation import rlm_stream_scorer
-from models.rlm.model import RecLM
-from models.user_context import ItemCatalog
+from promptrec.models.data.splits import Splits
+from promptrec.models.evaluation import rlm_stream_scorer
+from promptrec.models.rlm.model import RecLM
+from promptrec.models.user_context import ItemCatalog
 
 SHORT_HISTORY = 5  # the "1-5" bucket: prompts with this many items at most
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from models.text import item_token
+from promptrec.models.text import item_token
 
 TASKS = ("sequential", "direct")
 HISTORY_FIELD = "{history}"

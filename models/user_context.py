@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 import pandas as pd
 
-from models.data.splits import Splits
-from models.text import words
+from promptrec.models.data.splits import Splits
+from promptrec.models.text import words
 
 AGE_BANDS = ((18, "teen"), (30, "twenties"), (40, "thirties"), (50, "forties"), (60, "fifties"))
 GENDER_WORDS = {"m": "male", "f": "female"}
 TASTE_WORDS = 3
 
 
-def age_band(age: float) -> str | None:
-    if age != age:  # NaN: unknown
+def age_band(age: float | None) -> str | None:
+    if age is None or age != age:  # None or NaN: unknown
         return None
     for upper, band in AGE_BANDS:
         if age < upper:
@@ -26,12 +27,14 @@ def age_band(age: float) -> str | None:
     return "senior"
 
 
-def profile_words(age: float, gender: str, occupation: str) -> list[str]:
+def profile_words(age: float | None, gender: str | None, occupation: str | None) -> list[str]:
     out = []
     band = age_band(age)
     if band:
         out.append(band)
-    gender_word = GENDER_WORDS.get(str(gender).strip().lower(), str(gender).strip().lower())
+    gender_word = GENDER_WORDS.get(
+        str(gender or "").strip().lower(), str(gender or "").strip().lower()
+    )
     if gender_word:
         out.extend(words(gender_word))
     out.extend(words(str(occupation or "")))
@@ -40,29 +43,50 @@ def profile_words(age: float, gender: str, occupation: str) -> list[str]:
 
 @dataclass(frozen=True)
 class ItemCatalog:
-    """Per internal item index: title words and genre words (both may be empty)."""
+    """The model's items (internal index k is token item_k): ids, titles, and the title and
+    genre words that prompts are made of."""
 
+    item_ids: list[str]
+    titles: list[str]
     title_words: list[list[str]]
     genre_words: list[list[str]]
     genre_share: dict[str, float]  # share of each genre word over the catalogue's interactions
 
+    @cached_property
+    def index_of(self) -> dict[str, int]:
+        return {item: k for k, item in enumerate(self.item_ids)}
+
     @classmethod
     def build(cls, items: pd.DataFrame, splits: Splits) -> ItemCatalog:
+        """For training and evaluation: genre shares over the warm users' training items."""
+        counts: Counter[int] = Counter()
+        for u in np.flatnonzero(~splits.cold):
+            counts.update(splits.train[u])
+        return cls.from_counts(splits.item_ids, items, counts)
+
+    @classmethod
+    def from_counts(
+        cls, item_ids: list[str], items: pd.DataFrame, interactions: Mapping[int, int]
+    ) -> ItemCatalog:
+        """`items`: item, title, genres for (some of) `item_ids`; `interactions`: interactions
+        per item index, which the genre shares (that taste words lift against) are taken over."""
         meta = items.set_index("item") if len(items) else None
-        titles, genres = [], []
-        for external in splits.item_ids:
+        titles, title_words, genres = [], [], []
+        for external in item_ids:
             row = meta.loc[external] if meta is not None and external in meta.index else None
-            titles.append(words(str(row["title"])) if row is not None else [])
+            titles.append(str(row["title"] or "") if row is not None else "")
+            title_words.append(words(str(row["title"])) if row is not None else [])
             raw = str(row["genres"]) if row is not None and row["genres"] else ""
             genres.append(
                 [w for g in raw.split("|") if g and g != "unknown" for w in _genre_word(g)]
             )
-        counts: Counter[str] = Counter()
-        for u in np.flatnonzero(~splits.cold):
-            for i in splits.train[u]:
-                counts.update(genres[i])
-        total = sum(counts.values()) or 1
-        return cls(titles, genres, {g: c / total for g, c in counts.items()})
+        genre_counts: Counter[str] = Counter()
+        for k, n in interactions.items():
+            for g in genres[k]:
+                genre_counts[g] += n
+        total = sum(genre_counts.values()) or 1
+        share = {g: c / total for g, c in genre_counts.items()}
+        return cls(list(item_ids), titles, title_words, genres, share)
 
     @cached_property
     def _genre_counts(self) -> tuple[list[str], np.ndarray]:

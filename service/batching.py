@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from service.observability import (
+from promptrec.core.observability import (
     BATCH_SIZE,
     COMPUTE_SECONDS,
     QUEUE_DEPTH,

@@ -7,60 +7,21 @@ in a worker thread.
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-import numpy as np
-import pandas as pd
 import torch
 
-from models.data.splits import Splits
-from models.prompts.rendering import DEFAULT_TEMPLATE, UserPrompt, render_prompt
-from models.ranking import encode_token_lists, rank_items, top_items
-from models.rlm.model import RecLM
-from models.templates import TEMPLATES, PromptFields
-from models.user_context import ItemCatalog, profile_words
-
-
-@dataclass(frozen=True)
-class Catalog:
-    """The model's items (index k = token item_k) with their titles, and the taste words."""
-
-    item_ids: list[str]
-    titles: list[str]
-    index_of: dict[str, int]
-    words: ItemCatalog
-
-    @classmethod
-    def build(
-        cls, item_ids: list[str], items: pd.DataFrame, interaction_counts: dict[str, int]
-    ) -> Catalog:
-        """`items`: item, title, genres for (some of) the model's items; `interaction_counts`:
-        interactions per item id, for the catalogue's genre shares that taste words lift against."""
-        no_users = Splits(list(item_ids), [], [], [], [], np.zeros(0, dtype=bool))
-        words = ItemCatalog.build(items, no_users)
-        counts: Counter[str] = Counter()
-        index_of = {item: k for k, item in enumerate(item_ids)}
-        for item, n in interaction_counts.items():
-            k = index_of.get(item)
-            if k is not None:
-                for genre in words.genre_words[k]:
-                    counts[genre] += n
-        total = sum(counts.values()) or 1
-        words = replace(words, genre_share={g: c / total for g, c in counts.items()})
-        title_of = dict(zip(items["item"], items["title"], strict=True)) if len(items) else {}
-        titles = [str(title_of.get(item) or "") for item in item_ids]
-        return cls(list(item_ids), titles, index_of, words)
-
-
-def user_profile(age: float | None, gender: str | None, occupation: str | None) -> list[str]:
-    return profile_words(math.nan if age is None else age, gender or "", occupation or "")
+from promptrec.models.prompts.rendering import DEFAULT_TEMPLATE, UserPrompt, render_prompt
+from promptrec.models.ranking import encode_token_lists, rank_items, top_items
+from promptrec.models.rlm.model import RecLM
+from promptrec.models.templates import TEMPLATES, PromptFields
+from promptrec.models.user_context import ItemCatalog
 
 
 def prompt_tokens(
     lm: RecLM,
-    catalog: Catalog,
+    catalog: ItemCatalog,
     task: str,
     history: Sequence[int],
     profile: list[str],
@@ -71,7 +32,7 @@ def prompt_tokens(
     fields = PromptFields(
         history=list(history),
         profile=profile,
-        taste=catalog.words.taste_words(list(history)),
+        taste=catalog.taste_words(list(history)),
         candidates=list(candidates) if task == "direct" else [],
     )
     return render_prompt(TEMPLATES[DEFAULT_TEMPLATE[task]], fields, prompt, lm.max_history)
@@ -110,8 +71,8 @@ class Ranker:
             candidates=[r.candidates for r in requests],
         )
         k = min(max(r.count for r in requests), scores.shape[1])
-        indices, values = top_items(scores, k)
-        indices, values = indices.cpu().tolist(), values.cpu().tolist()
+        top_indices, top_values = top_items(scores, k)
+        indices, values = top_indices.cpu().tolist(), top_values.cpu().tolist()
         out = []
         for row, r in enumerate(requests):
             pairs = [

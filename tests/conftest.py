@@ -1,13 +1,21 @@
-"""Shared fixtures: a small synthetic catalogue with structure a model can learn quickly."""
+"""Shared fixtures: a small synthetic catalogue with structure a model can learn quickly, a tiny
+untrained model and the catalogue as a dataset directory (for the gateway and worker tests), and
+a Redis key prefix of this session's own."""
 
 from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from models.data.dataset import InteractionData
-from models.data.splits import make_splits
+from promptrec.models.data.dataset import InteractionData
+from promptrec.models.data.splits import make_splits
+from promptrec.models.rlm.model import RecLM
+from tests.support.databases import REDIS_URL, delete_redis_keys, redis_available
 
 GENRES = ["Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi"]
 OCCUPATIONS = ["engineer", "artist", "student", "doctor"]
@@ -52,3 +60,37 @@ def splits(data):
 def data_without_repeats() -> InteractionData:
     """Nobody meets an item twice, so a held-out item is truly absent from training."""
     return synthetic_data(n_users=80, n_items=120, length=14)
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory, data) -> Path:
+    """An untrained tiny RLM: rankings are arbitrary but deterministic, which is all the API
+    and worker tests need."""
+    from promptrec.models.rlm.train import TrainConfig, build_rlm
+
+    lm, _, _ = build_rlm(data, make_splits(data), TrainConfig(preset="tiny"))
+    out = tmp_path_factory.mktemp("model")
+    lm.save(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def lm(model_dir) -> RecLM:
+    return RecLM.load(model_dir)
+
+
+@pytest.fixture(scope="session")
+def dataset_dir(tmp_path_factory, data) -> Path:
+    out = tmp_path_factory.mktemp("dataset")
+    data.save(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def redis_prefix() -> Iterator[str]:
+    """A key prefix on the shared Redis, its keys deleted at the end of the session."""
+    if not redis_available():
+        pytest.skip("Redis is not running on 127.0.0.1:6379 (.ci/run starts it)")
+    prefix = f"promptrec-test-{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    delete_redis_keys(prefix, REDIS_URL)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.baselines import (
+from promptrec.models.baselines import (
     ItemScorer,
     MarkovConfig,
     MarkovScorer,
@@ -16,7 +16,7 @@ from models.baselines import (
     SASRecConfig,
     SASRecScorer,
 )
-from models.baselines.sasrec import (
+from promptrec.models.baselines.sasrec import (
     PAD,
     TUNED,
     length_pooled_order,
@@ -24,7 +24,7 @@ from models.baselines.sasrec import (
     sasrec_variants,
     training_windows,
 )
-from models.metrics import target_ranks
+from promptrec.models.metrics import target_ranks
 
 TINY = SASRecConfig(
     hidden=32, blocks=1, heads=2, max_len=16, dropout=0.0, lr=1e-2, batch_size=32, epochs=25

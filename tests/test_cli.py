@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from service.cli import main
+from promptrec.cli.main import main
 
 
 def test_data_import_writes_a_dataset_and_reports_counts(tmp_path, capsys):
@@ -52,7 +52,7 @@ def test_eval_on_a_missing_model_says_what_to_do(tmp_path):
         [
             sys.executable,
             "-m",
-            "service.cli",
+            "promptrec.cli",
             "eval",
             "--model",
             str(tmp_path / "none"),
@@ -71,7 +71,7 @@ def test_eval_on_a_missing_model_says_what_to_do(tmp_path):
 def test_every_command_has_help():
     for command in (["data", "fetch"], ["data", "import"], ["train"], ["eval"], ["sensitivity"]):
         proc = subprocess.run(
-            [sys.executable, "-m", "service.cli", *command, "--help"],
+            [sys.executable, "-m", "promptrec.cli", *command, "--help"],
             capture_output=True,
             text=True,
         )
@@ -85,7 +85,7 @@ def test_every_command_the_readme_names_exists():
     import re
     from pathlib import Path
 
-    from service.cli import build_parser
+    from promptrec.cli.main import build_parser
 
     root = Path(__file__).resolve().parents[1]
     readme = (root / "README.md").read_text()
@@ -138,7 +138,7 @@ def test_a_bad_option_value_exits_2_naming_the_option(command, option, value, ca
 
 
 def test_search_fraction_zero_turns_screening_or_recheck_off():
-    from service.cli import build_parser
+    from promptrec.cli.main import build_parser
 
     parser = build_parser()
     assert parser.parse_args(["search", "--screen-fraction", "0"]).screen_fraction is None

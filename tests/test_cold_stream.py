@@ -11,17 +11,17 @@ import math
 import numpy as np
 import pytest
 
-from models.baselines import PopularityScorer
-from models.cold_stream import (
+from promptrec.models.baselines import PopularityScorer
+from promptrec.models.cold_stream import (
     BUCKETS,
     cold_stream,
     compare,
     evaluate_stream,
-    format_table,
     item_scorer_fn,
 )
-from models.data.splits import Splits
-from models.metrics import paired_bootstrap_ci
+from promptrec.models.data.splits import Splits
+from promptrec.models.metrics import paired_bootstrap_ci
+from promptrec.models.stream_report import stream_table
 
 # Item -> score for 6 items; by score the order is 1, 3, 0, 5, 2, 4.
 SCORES = np.array([3.0, 5.0, 1.0, 4.0, 0.0, 2.0], dtype=np.float32)
@@ -211,7 +211,8 @@ def test_summary_is_a_json_row(tiny: Splits) -> None:
         "metrics": {m: None for m in ("HR@5", "NDCG@5", "HR@10", "NDCG@10")},
     }
     assert row["vs"]["reference"] == "fixed" and row["vs"]["diff_NDCG@10"] == 0.0
-    assert "fixed" in format_table([a])
+    table = stream_table([row]).splitlines()
+    assert table[3].split()[:3] == ["fixed", "2", "4"]
 
 
 def test_stream_refuses_repeated_users_and_empty_prefixes(tiny: Splits) -> None:

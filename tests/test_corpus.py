@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.data.dataset import InteractionData
-from models.data.splits import make_splits
-from models.rlm.config import CorpusConfig
-from models.rlm.corpus import IGNORE, TrainingCorpus, user_windows
-from models.user_context import ItemCatalog, user_profiles
+from promptrec.models.data.dataset import InteractionData
+from promptrec.models.data.splits import make_splits
+from promptrec.models.rlm.config import CorpusConfig
+from promptrec.models.rlm.corpus import IGNORE, TrainingCorpus, user_windows
+from promptrec.models.user_context import ItemCatalog, user_profiles
 
 
 def _samples(corpus: TrainingCorpus, epochs: int = 2, batch_size: int = 8):

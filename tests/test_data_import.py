@@ -5,8 +5,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from models.data.dataset import InteractionData
-from models.data.importer import ColumnMapping, DataImportError, import_interactions
+from promptrec.models.data.dataset import InteractionData
+from promptrec.models.data.importer import ColumnMapping, DataImportError, import_interactions
 
 GOOD = """user,item,timestamp,rating
 1,5,2021-01-05,4

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from models.evaluation import evaluate_rlm
-from models.rlm.model import RecLM
-from models.user_context import ItemCatalog, user_profiles
+from promptrec.models.evaluation import evaluate_rlm
+from promptrec.models.rlm.model import RecLM
+from promptrec.models.user_context import ItemCatalog, user_profiles
 
 TRAIN = ["--preset", "tiny", "--epochs", "30", "--batch-size", "16", "--lr", "0.01"]
 
@@ -23,7 +23,7 @@ def _train(args: list[str], tmp_path, name: str) -> RecLM:
         [
             *args,
             "-m",
-            "service.cli",
+            "promptrec.cli",
             "train",
             "--data",
             str(tmp_path / "data"),

@@ -1,6 +1,6 @@
 import numpy as np
 
-from models.rlm.item_init import cooccurrence_embeddings
+from promptrec.models.rlm.item_init import cooccurrence_embeddings
 
 
 def test_items_that_occur_together_get_close_vectors():

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from models.metrics import (
+from promptrec.models.metrics import (
     hit_rate,
     metric,
     ndcg,

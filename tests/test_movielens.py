@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from models.data.dataset import InteractionData
-from models.data.movielens import ChecksumError, fetch_movielens, verify_checksum
+from promptrec.models.data.dataset import InteractionData
+from promptrec.models.data.movielens import ChecksumError, fetch_movielens, verify_checksum
 
 SHIPPED = Path("data/ml-100k")
 

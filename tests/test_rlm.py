@@ -8,14 +8,20 @@ import numpy as np
 import pytest
 import torch
 
-from models.evaluation import evaluate_rlm, user_fields
-from models.ranking import encode_token_lists, item_logits, item_scorer, rank_items, top_items
-from models.report import QualityOptions, quality_report
-from models.rlm import train as train_module
-from models.rlm.model import RecLM
-from models.rlm.train import TrainConfig, build_rlm, train_rlm
-from models.templates import TEMPLATES, render_text, render_tokens
-from models.user_context import ItemCatalog, user_profiles
+from promptrec.models.evaluation import evaluate_rlm, user_fields
+from promptrec.models.ranking import (
+    encode_token_lists,
+    item_logits,
+    item_scorer,
+    rank_items,
+    top_items,
+)
+from promptrec.models.report import QualityOptions, quality_report
+from promptrec.models.rlm import train as train_module
+from promptrec.models.rlm.model import RecLM
+from promptrec.models.rlm.train import TrainConfig, build_rlm, train_rlm
+from promptrec.models.templates import TEMPLATES, render_text, render_tokens
+from promptrec.models.user_context import ItemCatalog, user_profiles
 
 
 @pytest.fixture(scope="module")
@@ -192,8 +198,8 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, data, splits, 
 
 
 def test_the_loss_weighs_each_positions_next_items_as_configured(data, splits):
-    from models.rlm.corpus import IGNORE
-    from models.rlm.train import NextItemLoss
+    from promptrec.models.rlm.corpus import IGNORE
+    from promptrec.models.rlm.train import NextItemLoss
 
     lm, _, _ = build_rlm(data, splits, TrainConfig(preset="tiny"))
     lm.model.eval()

@@ -1,4 +1,4 @@
-from models.data.splits import SplitConfig, make_splits
+from promptrec.models.data.splits import SplitConfig, make_splits
 
 
 def test_leave_one_out_is_chronological(data, splits):

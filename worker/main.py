@@ -8,13 +8,15 @@ import os
 import signal
 import socket
 
-from models.rlm.model import RecLM
-from service.api.runtime import load_catalog
-from service.cache import make_cache
-from service.db.engine import make_async_engine, make_session_factory
-from service.settings import Settings
-from worker.queue import make_queue
-from worker.runner import STORE_ERRORS, Backoff, Worker
+from promptrec.core.cache import make_cache
+from promptrec.core.catalog import load_catalog
+from promptrec.core.db.engine import make_async_engine, make_session_factory
+from promptrec.core.outages import STORE_ERRORS
+from promptrec.core.queue import make_queue
+from promptrec.core.settings import Settings
+from promptrec.models.rlm.model import RecLM
+from promptrec.worker.retry import Backoff
+from promptrec.worker.runner import Worker
 
 log = logging.getLogger("promptrec.worker")
 

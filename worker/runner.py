@@ -10,56 +10,38 @@ that is down (Postgres, Redis) is retried with capped exponential backoff, never
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis.exceptions
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from models.prompts.paprec.config import PaprecConfig
-from models.rlm.model import RecLM
-from service.cache import PromptCache
-from service.db.engine import DATABASE_UNAVAILABLE
-from service.hot_reads import invalidate_user_prompt
-from service.inference import Catalog
-from service.observability import (
+from promptrec.core.cache import PromptCache
+from promptrec.core.cached_reads import invalidate_user_prompt
+from promptrec.core.db.tables import FINISHED_STATUSES, JobOutcome, JobScope
+from promptrec.core.observability import (
     WORKER_BATCH_SECONDS,
     WORKER_DEAD_LETTERS,
     WORKER_USERS,
 )
-from service.repositories.prompts import SearchedPrompt
-from service.settings import Settings
-from worker import store
-from worker.queue import Delivery, SearchQueue
-from worker.searcher import NotEnoughHistory, PersonalSearcher
+from promptrec.core.outages import STORE_ERRORS
+from promptrec.core.queue import Delivery, SearchQueue
+from promptrec.core.repositories import jobs as job_repo
+from promptrec.core.repositories import prompts as prompt_repo
+from promptrec.core.repositories import users as user_repo
+from promptrec.core.repositories.prompts import SearchedPrompt
+from promptrec.core.settings import Settings
+from promptrec.models.prompts.paprec.config import PaprecConfig
+from promptrec.models.rlm.model import RecLM
+from promptrec.models.user_context import ItemCatalog
+from promptrec.worker.retry import Backoff, isolating, set_within
+from promptrec.worker.searcher import NotEnoughHistory, PersonalSearcher
 
 log = logging.getLogger("promptrec.worker")
 
-# A store that is down or unreachable: the batch is kept and retried after a backoff. Not any
-# database error: an IntegrityError or a bug would be retried forever as an "outage".
-STORE_ERRORS = (
-    *DATABASE_UNAVAILABLE,
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    OSError,
-)
-
-
-class Backoff:
-    """0.5 s, 1 s, 2 s, ... up to `ceiling`; `reset` after a success."""
-
-    def __init__(self, ceiling: float, first: float = 0.5) -> None:
-        self.ceiling, self.first, self.failures = ceiling, first, 0
-
-    def next(self) -> float:
-        self.failures += 1
-        return min(self.ceiling, self.first * 2 ** (self.failures - 1))
-
-    def reset(self) -> None:
-        self.failures = 0
+# A heartbeat that fails for any Redis reason is retried at the next beat, never fatal.
+HEARTBEAT_ERRORS: tuple[type[Exception], ...] = (*STORE_ERRORS, redis.exceptions.RedisError)
 
 
 @dataclass
@@ -67,31 +49,6 @@ class BatchReport:
     done: int = 0
     failed: int = 0
     skipped: int = 0  # duplicates and messages of finished jobs
-
-
-async def set_within(event: asyncio.Event, seconds: float) -> bool:
-    """Wait up to `seconds` for `event`; True when it is set. asyncio.timeout rather than
-    asyncio.wait_for, which on Python 3.11 can lose a cancel that arrives as the wait ends."""
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds):
-            await event.wait()
-    return event.is_set()
-
-
-def _isolating(compute: Callable[[list], dict], users: list) -> tuple[dict, dict[str, str]]:
-    """`compute(users)`; when it raises, each half again, down to the user that fails: one
-    poison user must not fail the others. Returns (results, errors by user id)."""
-    if not users:
-        return {}, {}
-    try:
-        return compute(users), {}
-    except Exception as error:
-        if len(users) == 1:
-            return {}, {users[0].user_id: f"{type(error).__name__}: {error}"}
-    half = len(users) // 2
-    first, first_errors = _isolating(compute, users[:half])
-    second, second_errors = _isolating(compute, users[half:])
-    return {**first, **second}, {**first_errors, **second_errors}
 
 
 class Worker:
@@ -102,7 +59,7 @@ class Worker:
         queue: SearchQueue,
         cache: PromptCache,
         lm: RecLM,
-        catalog: Catalog,
+        catalog: ItemCatalog,
         fingerprint: str,
     ) -> None:
         self.settings = settings
@@ -177,7 +134,7 @@ class Worker:
         grace = self.settings.worker_reconcile_grace_s if self._reconciled_once else 0.0
         queued = await self.queue.queued()
         async with self.sessions() as session:
-            missing = await store.unqueued(session, queued, grace)
+            missing = await job_repo.unqueued(session, queued, grace)
         if missing:
             await self.queue.enqueue(missing)
             log.info("re-enqueued searches", extra={"count": len(missing)})
@@ -193,7 +150,7 @@ class Worker:
             ):
                 continue
             async with self.sessions() as session:
-                due = await store.schedule_due(
+                due = await job_repo.schedule_due(
                     session,
                     task,
                     self.fingerprint,
@@ -250,13 +207,13 @@ class Worker:
         while not await set_within(batch_over, self.settings.worker_heartbeat_s):
             try:
                 await self.queue.heartbeat(deliveries)
-            except (*STORE_ERRORS, redis.exceptions.RedisError) as error:
+            except HEARTBEAT_ERRORS as error:
                 log.warning("heartbeat failed", extra={"error": type(error).__name__})
 
     async def _dead_letter(self, delivery: Delivery, reason: str) -> None:
         if delivery.search is not None:
             async with self.sessions() as session:
-                await store.record_error(session, delivery.search, reason, final=True)
+                await job_repo.record_error(session, delivery.search, reason, final=True)
         await self.queue.dead_letter(delivery, reason)
         WORKER_DEAD_LETTERS.inc()
         log.error(
@@ -270,14 +227,14 @@ class Worker:
 
     async def _process(self, deliveries: list[Delivery]) -> BatchReport:
         report = BatchReport()
-        live = []
+        live: list[Delivery] = []
         for d in deliveries:
             if d.search is None:
                 await self._dead_letter(d, f"unreadable message fields {sorted(d.raw)}")
                 report.failed += 1
             elif d.deliveries > self.settings.worker_max_deliveries:
                 async with self.sessions() as session:
-                    last = await store.last_error(session, d.search)
+                    last = await job_repo.last_error(session, d.search)
                 await self._dead_letter(
                     d, f"delivered {d.deliveries} times; last error: {last or 'none recorded'}"
                 )
@@ -287,35 +244,35 @@ class Worker:
         if not live:
             return report
         async with self.sessions() as session:
-            items = await store.start_batch(session, [d.search for d in live])
+            items = await job_repo.start_batch(session, [d.parsed for d in live])
         finished = [
             d
             for d in live
-            if d.search.key not in items or items[d.search.key].status in store.FINISHED
+            if d.parsed.key not in items or items[d.parsed.key].status in FINISHED_STATUSES
         ]
         # A redelivery of a finished user: the delivery before may have committed and died (or
         # met paused Redis writes) before its invalidation, so invalidate again, then ack.
         for d in finished:
             await invalidate_user_prompt(
-                self.cache, self.fingerprint, d.search.task, d.search.user_id
+                self.cache, self.fingerprint, d.parsed.task, d.parsed.user_id
             )
         await self.queue.ack(finished)
         report.skipped += len(finished)
         todo = [d for d in live if d not in finished]
-        for task in sorted({d.search.task for d in todo}):
-            batch = [d for d in todo if d.search.task == task]
+        for task in sorted({d.parsed.task for d in todo}):
+            batch = [d for d in todo if d.parsed.task == task]
             done, failed = await self._search_task(task, batch, items)
             report.done += done
             report.failed += failed
         return report
 
     async def _search_task(
-        self, task: str, batch: list[Delivery], items: dict[tuple[str, str], store.WorkItem]
+        self, task: str, batch: list[Delivery], items: dict[tuple[str, str], job_repo.WorkItem]
     ) -> tuple[int, int]:
         async with self.sessions() as session:
-            prompt = await store.task_prompt(session, task, self.fingerprint)
-            users = await store.load_users(
-                session, [d.search.user_id for d in batch], task, self.fingerprint
+            prompt = await prompt_repo.task_prompt(session, task, self.fingerprint)
+            users = await user_repo.load_users(
+                session, [d.parsed.user_id for d in batch], task, self.fingerprint
             )
         outcomes, errors, final = await asyncio.to_thread(
             self._compute,
@@ -327,31 +284,33 @@ class Worker:
             self.searcher_for(prompt.config),
         )
         async with self.sessions() as session:
-            written = await store.finish(session, outcomes)
+            written = await job_repo.finish(session, outcomes)
         for search in written:
             await invalidate_user_prompt(self.cache, self.fingerprint, task, search.user_id)
         for o in outcomes:
             WORKER_USERS.labels(o.outcome).inc()
         ok = {o.search.key for o in outcomes}
-        await self.queue.ack([d for d in batch if d.search.key in ok])
+        await self.queue.ack([d for d in batch if d.parsed.key in ok])
         # A failure no retry can mend (too little history, the user gone) fails at once.
         for d in batch:
-            if d.search.key in final:
-                await self._dead_letter(d, errors[d.search.key])
+            if d.parsed.key in final:
+                await self._dead_letter(d, errors[d.parsed.key])
                 WORKER_USERS.labels("error").inc()
         # Any other failed user is not acknowledged: the message is delivered again after the
         # claim timeout, until the delivery limit moves it to the dead-letter stream.
         for d in batch:
-            if d.search.key in errors and d.search.key not in final:
+            if d.parsed.key in errors and d.parsed.key not in final:
                 async with self.sessions() as session:
-                    await store.record_error(session, d.search, errors[d.search.key], final=False)
+                    await job_repo.record_error(
+                        session, d.parsed, errors[d.parsed.key], final=False
+                    )
                 WORKER_USERS.labels("error").inc()
                 log.warning(
                     "search failed",
                     extra={
-                        "user": d.search.user_id,
-                        "job": d.search.job_id,
-                        "error": errors[d.search.key][:300],
+                        "user": d.parsed.user_id,
+                        "job": d.parsed.job_id,
+                        "error": errors[d.parsed.key][:300],
                     },
                 )
         return len(outcomes), len(errors)
@@ -360,11 +319,11 @@ class Worker:
         self,
         task: str,
         batch: list[Delivery],
-        items: dict[tuple[str, str], store.WorkItem],
-        users: dict[str, store.UserData],
+        items: dict[tuple[str, str], job_repo.WorkItem],
+        users: dict[str, user_repo.UserData],
         tokens: list[str],
         searcher: PersonalSearcher | None = None,
-    ) -> tuple[list[store.Outcome], dict[tuple[str, str], str], set[tuple[str, str]]]:
+    ) -> tuple[list[job_repo.Outcome], dict[tuple[str, str], str], set[tuple[str, str]]]:
         """Drift checks, then one batched search for the rest (synchronous: runs in a thread).
         Returns the outcomes, the errors by (job, user), and which errors are final (a retry
         cannot succeed)."""
@@ -373,29 +332,33 @@ class Worker:
         final: set[tuple[str, str]] = set()
         by_user = {}
         for d in batch:
-            user = users.get(d.search.user_id)
+            user = users.get(d.parsed.user_id)
             if user is None:
-                errors[d.search.key] = f"user {d.search.user_id} no longer exists"
-                final.add(d.search.key)
+                errors[d.parsed.key] = f"user {d.parsed.user_id} no longer exists"
+                final.add(d.parsed.key)
                 continue
             try:
                 searcher.check(user)
             except NotEnoughHistory as error:
-                errors[d.search.key] = f"{type(error).__name__}: {error}"
-                final.add(d.search.key)
+                errors[d.parsed.key] = f"{type(error).__name__}: {error}"
+                final.add(d.parsed.key)
                 continue
-            by_user[d.search.user_id] = d
-        drifting = [users[u] for u, d in by_user.items() if items[d.search.key].scope == "drifting"]
-        checks, check_errors = _isolating(lambda us: searcher.drift(us, tokens), drifting)
+            by_user[d.parsed.user_id] = d
+        drifting = [
+            users[u] for u, d in by_user.items() if items[d.parsed.key].scope == JobScope.DRIFTING
+        ]
+        checks, check_errors = isolating(lambda us: searcher.drift(us, tokens), drifting)
         outcomes = []
         for user_id, check in checks.items():
             if check.personal_wins:
-                outcomes.append(store.Outcome(by_user[user_id].search, "personal_still_wins", None))
+                outcomes.append(
+                    job_repo.Outcome(by_user[user_id].parsed, JobOutcome.PERSONAL_STILL_WINS, None)
+                )
         settled = {o.search.user_id for o in outcomes} | set(check_errors)
         to_search = [users[u] for u in by_user if u not in settled]
-        results, search_errors = _isolating(lambda us: searcher.personal(us, tokens), to_search)
+        results, search_errors = isolating(lambda us: searcher.personal(us, tokens), to_search)
         for user_id, result in results.items():
-            search = by_user[user_id].search
+            search = by_user[user_id].parsed
             prompt = SearchedPrompt(
                 user_id=user_id,
                 task=task,
@@ -410,8 +373,8 @@ class Worker:
                 },
                 job_id=search.job_id,
             )
-            outcome = "personalized" if result.kept else "task_level_kept"
-            outcomes.append(store.Outcome(search, outcome, prompt))
-        for user_id, error in {**check_errors, **search_errors}.items():
-            errors[by_user[user_id].search.key] = error
+            outcome = JobOutcome.PERSONALIZED if result.kept else JobOutcome.TASK_LEVEL_KEPT
+            outcomes.append(job_repo.Outcome(search, outcome, prompt))
+        for user_id, message in {**check_errors, **search_errors}.items():
+            errors[by_user[user_id].parsed.key] = message
         return outcomes, errors, final

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.prompts.paprec.config import PaprecConfig
-from models.prompts.paprec.search import PaprecSearch
-from models.prompts.paprec.state import UserOutcome
-from models.prompts.selection import build_examples
-from models.rlm.model import RecLM
-from service.inference import Catalog, user_profile
-from worker.store import UserData
+from promptrec.core.repositories.users import UserData
+from promptrec.models.prompts.paprec.config import PaprecConfig
+from promptrec.models.prompts.paprec.search import PaprecSearch
+from promptrec.models.prompts.paprec.state import UserOutcome
+from promptrec.models.prompts.selection import build_examples
+from promptrec.models.rlm.model import RecLM
+from promptrec.models.user_context import ItemCatalog, profile_words
 
 MIN_HISTORY = 2  # one item to predict from at least one before it
 MAX_DRIFT_EVENTS = 50  # a drift check scores at most this many recent events
@@ -33,7 +33,7 @@ class DriftCheck:
 
 
 class PersonalSearcher:
-    def __init__(self, lm: RecLM, catalog: Catalog, config: PaprecConfig | None = None) -> None:
+    def __init__(self, lm: RecLM, catalog: ItemCatalog, config: PaprecConfig | None = None) -> None:
         self.config = config or PaprecConfig()
         self.search = PaprecSearch(lm, self.config, progress=False)
         self.catalog = catalog
@@ -57,8 +57,8 @@ class PersonalSearcher:
         return build_examples(
             [u.user_id for u in users],
             [self._history(u) for u in users],
-            [user_profile(u.age, u.gender, u.occupation) for u in users],
-            self.catalog.words,
+            [profile_words(u.age, u.gender, u.occupation) for u in users],
+            self.catalog,
             per_user,
             held_out,
         )

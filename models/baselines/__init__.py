@@ -1,9 +1,9 @@
 """Non-LM baselines the recommendation LM is judged against; all implement `ItemScorer`."""
 
-from models.baselines.markov import MarkovConfig, MarkovScorer
-from models.baselines.popularity import PopularityScorer
-from models.baselines.sasrec import SASRecConfig, SASRecScorer
-from models.baselines.scorer import ItemScorer
+from promptrec.models.baselines.markov import MarkovConfig, MarkovScorer
+from promptrec.models.baselines.popularity import PopularityScorer
+from promptrec.models.baselines.sasrec import SASRecConfig, SASRecScorer
+from promptrec.models.baselines.scorer import ItemScorer
 
 __all__ = [
     "ItemScorer",

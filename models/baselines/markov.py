@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.baselines.popularity import item_counts
+from promptrec.models.baselines.popularity import item_counts
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,8 @@ class MarkovScorer:
         self.n_items = 0
         # CSR transition matrix: row a holds cols[indptr[a]:indptr[a+1]] with probabilities.
         self.indptr: np.ndarray | None = None
-        self.cols = np.zeros(0, dtype=np.int64)
-        self.probs = np.zeros(0, dtype=np.float64)
+        self.cols: np.ndarray = np.zeros(0, dtype=np.int64)
+        self.probs: np.ndarray = np.zeros(0, dtype=np.float64)
         self.popularity = np.zeros(0, dtype=np.float64)
 
     def fit(self, sequences: list[list[int]], n_items: int) -> MarkovScorer:
@@ -55,6 +55,8 @@ class MarkovScorer:
         self.n_items = n_items
 
         keys, weights = [], []
+        uniq: np.ndarray  # int64
+        summed: np.ndarray  # float64 (numpy's stubs type a weighted bincount as integers)
         for seq in sequences:
             s = np.asarray(seq, dtype=np.int64)
             for d in range(1, min(cfg.window, len(s) - 1) + 1):

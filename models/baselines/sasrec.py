@@ -36,7 +36,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from models.metrics import ndcg, target_ranks
+from promptrec.models.metrics import ndcg, target_ranks
 
 PAD = 0  # embedding row 0 is padding; item i is embedded at row i + 1
 
@@ -44,7 +44,7 @@ PAD = 0  # embedding row 0 is padding; item i is embedded at row i + 1
 @dataclass(frozen=True)
 class SASRecConfig:
     hidden: int = 128
-    """Embedding and model width (128 beat 64 on ML-100k warm validation: NDCG@10 .109 vs .101)."""
+    """Embedding and model width (chosen on warm validation: README, "Baselines")."""
     blocks: int = 2
     """Number of Transformer blocks."""
     heads: int = 2
@@ -86,7 +86,7 @@ class SASRecConfig:
 
 
 # The validation-tuned setting: best warm-user validation NDCG@10 of the grid in
-# bench/results/sasrec_tune.json (`python bench/sasrec_tune.py`); test was never read.
+# bench/results/sasrec_tune.json (`python -m bench.sasrec_tune`); test was never read.
 TUNED = SASRecConfig(dropout=0.5)
 
 
@@ -141,6 +141,8 @@ class SASRecModel(nn.Module):
         nn.init.normal_(self.item_emb.weight, std=c.hidden**-0.5)
         with torch.no_grad():
             self.item_emb.weight[PAD].zero_()
+
+    causal_mask: torch.Tensor  # a buffer, registered in __init__
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens [B, T] (item + 1, PAD on the right) -> hidden states [B, T, hidden]."""

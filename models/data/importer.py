@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from models.data.dataset import InteractionData, empty_items, empty_users
-from models.data.splits import MIN_INTERACTIONS
+from promptrec.models.data.dataset import InteractionData, empty_items, empty_users
+from promptrec.models.data.splits import MIN_INTERACTIONS
 
 _TIME_HINT = "use epoch seconds or ISO-8601 such as 2021-03-04 or 2021-03-04T12:00:00Z"
 _MAX_EPOCH_SECONDS = 1e11

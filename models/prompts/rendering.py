@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.templates import PromptFields, Template, render_parts
+from promptrec.models.templates import PromptFields, Template, render_parts
 
 # The served manual template per task: the best on validation (bench/results/rlm_quality.json);
 # PAP-REC searches its tokens after the same template (PaprecConfig.template), and

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from models.templates import PromptFields
-from models.user_context import ItemCatalog
+from promptrec.models.templates import PromptFields
+from promptrec.models.user_context import ItemCatalog
 
 
 @dataclass

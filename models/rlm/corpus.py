@@ -18,11 +18,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.data.splits import Splits
-from models.rlm.config import CorpusConfig
-from models.templates import PromptFields, content_tokens, render_parts, templates_for
-from models.text import item_token
-from models.user_context import TASTE_WORDS, ItemCatalog
+from promptrec.models.data.splits import Splits
+from promptrec.models.rlm.config import CorpusConfig
+from promptrec.models.templates import PromptFields, content_tokens, render_parts, templates_for
+from promptrec.models.text import item_token
+from promptrec.models.user_context import TASTE_WORDS, ItemCatalog
 
 IGNORE = -100  # a position without a target
 CONTENT_BATCH_FACTOR = 4  # content documents per batch, in window batches: they are a few words

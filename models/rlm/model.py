@@ -5,19 +5,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 from transformers import AutoTokenizer, GPT2Config, GPT2Model, PreTrainedTokenizerBase
-from transformers.models.gpt2.modeling_gpt2 import GPT2PreTrainedModel
+from transformers.models.gpt2.modeling_gpt2 import GPT2Block, GPT2PreTrainedModel
 from transformers.utils import logging as hf_logging
 
-from models.allocator import retain_freed_memory
-from models.rlm.config import PRESETS, Preset
-from models.text import ITEM_TOKEN_PREFIX
+from promptrec.models.malloc_settings import retain_freed_memory
+from promptrec.models.rlm.config import PRESETS, Preset
+from promptrec.models.text import ITEM_TOKEN_PREFIX
 
 # The library's per-shard progress bars say nothing useful for a model of a few MB.
 hf_logging.disable_progress_bar()
@@ -45,7 +46,9 @@ class RecGPT(GPT2PreTrainedModel):
     def get_input_embeddings(self) -> nn.Embedding:
         return self.transformer.wte
 
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        if not isinstance(value, nn.Embedding):
+            raise TypeError(f"input embeddings must be an nn.Embedding, not {type(value).__name__}")
         self.transformer.wte = value
 
     def forward(
@@ -83,10 +86,11 @@ class RecGPT(GPT2PreTrainedModel):
         visible = causal[None, None] & attention_mask.bool()[:, None, None, :]  # [B, 1, L, L]
         last = attention_mask.sum(dim=1) - 1
         heads = self.config.n_head
-        for i, block in enumerate(gpt.h):
+        blocks = cast("Sequence[GPT2Block]", gpt.h)  # a ModuleList holds plain Modules
+        for i, block in enumerate(blocks):
             q, k, v = block.attn.c_attn(block.ln_1(x)).split(width, dim=2)
             mask = visible
-            if i == len(gpt.h) - 1:
+            if i == len(blocks) - 1:
                 q = q.gather(1, last.view(-1, 1, 1).expand(-1, 1, width))
                 x = x.gather(1, last.view(-1, 1, 1).expand(-1, 1, width))
                 mask = visible.gather(2, last.view(-1, 1, 1, 1).expand(-1, 1, 1, length))
@@ -196,7 +200,9 @@ class RecLM:
                 "decoder-only RLM (model_type gpt2): retrain with `promptrec train`"
             )
         tokenizer = AutoTokenizer.from_pretrained(directory)
-        model = RecGPT.from_pretrained(directory).to(pick_device(device)).eval()
+        # typeshed's functools.wraps result has no __get__, so mypy takes the wrapped `to` for
+        # an unbound function whose first argument is the model.
+        model = RecGPT.from_pretrained(directory).to(pick_device(device)).eval()  # type: ignore[arg-type]
         meta_path = directory / META_FILE
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
         item_ids = meta.pop("item_ids", None)

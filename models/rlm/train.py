@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -22,16 +23,16 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from models.data.dataset import InteractionData
-from models.data.splits import SplitConfig, Splits
-from models.evaluation import evaluate_rlm
-from models.ranking import bos_row, pad_rows
-from models.rlm.config import PRESETS, TrainConfig
-from models.rlm.corpus import IGNORE, Sample, TrainingCorpus, vocabulary_words
-from models.rlm.item_init import cooccurrence_embeddings
-from models.rlm.model import RecGPT, RecLM, build_gpt, pick_device, preset_dict
-from models.rlm.vocabulary import build_tokenizer
-from models.user_context import ItemCatalog, user_profiles
+from promptrec.models.data.dataset import InteractionData
+from promptrec.models.data.splits import SplitConfig, Splits
+from promptrec.models.evaluation import evaluate_rlm
+from promptrec.models.ranking import bos_row, pad_rows
+from promptrec.models.rlm.config import PRESETS, TrainConfig
+from promptrec.models.rlm.corpus import IGNORE, Sample, TrainingCorpus, vocabulary_words
+from promptrec.models.rlm.item_init import cooccurrence_embeddings
+from promptrec.models.rlm.model import RecGPT, RecLM, build_gpt, pick_device, preset_dict
+from promptrec.models.rlm.vocabulary import build_tokenizer
+from promptrec.models.user_context import ItemCatalog, user_profiles
 
 CHECKPOINT = "checkpoint.pt"
 TRAIN_LOG = "train_log.jsonl"
@@ -78,9 +79,20 @@ def collate(lm: RecLM, batch: list[Sample], device: torch.device):
     return ids, mask, torch.from_numpy(targets).to(device)
 
 
+class TrainState(TypedDict):
+    """Where a run is, checkpointed with the model (a resumed run continues from it)."""
+
+    step: int
+    best_ndcg: float  # the best validation NDCG@10 so far
+    elapsed: float  # seconds of training, over all resumptions
+
+
 class NextItemLoss(nn.Module):
     """Cross-entropy over the item tokens at every position that has a target, on its next
     item and (with `weights` of length J > 1) on the J - 1 items after it, weighted."""
+
+    item_token_ids: torch.Tensor  # buffers, registered in __init__
+    weights: torch.Tensor
 
     def __init__(
         self, model: RecGPT, item_token_ids: torch.Tensor, weights: Sequence[float] = (1.0,)
@@ -149,7 +161,9 @@ def train_rlm(
     lm, catalog, profiles = build_rlm(data, splits, config)
     lm.meta["splits"] = asdict(split_config or SplitConfig())
     lm.meta["train"]["processes"] = process.world
-    lm.model.to(device)
+    # typeshed's functools.wraps result has no __get__: mypy takes transformers' wrapped `to`
+    # for an unbound function whose first argument is the model.
+    lm.model.to(device)  # type: ignore[arg-type]
     loss_module: nn.Module = NextItemLoss(
         lm.model, lm.item_token_ids().to(device), target_weights(config)
     )
@@ -175,7 +189,7 @@ def train_rlm(
         valid_users = valid_users[: config.valid_users]
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    state = {"step": 0, "best_ndcg": -1.0, "elapsed": 0.0}
+    state: TrainState = {"step": 0, "best_ndcg": -1.0, "elapsed": 0.0}
     ckpt_path = out_dir / CHECKPOINT
     if ckpt_path.is_file():
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
@@ -286,7 +300,7 @@ def _agree(process: _Process, flag: bool, device: torch.device) -> bool:
     return bool(value.item())
 
 
-def _checkpoint(path: Path, lm: RecLM, optimizer, schedule, state: dict) -> None:
+def _checkpoint(path: Path, lm: RecLM, optimizer, schedule, state: TrainState) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(
         {

@@ -7,8 +7,8 @@ from collections.abc import Iterable
 from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
-from models.templates import CONTENT_TEMPLATE, TEMPLATES
-from models.text import TOKEN_PATTERN, item_token, words
+from promptrec.models.templates import CONTENT_TEMPLATE, TEMPLATES
+from promptrec.models.text import TOKEN_PATTERN, item_token, words
 
 PAD, BOS, UNK = "<pad>", "<s>", "<unk>"
 SPECIAL_TOKENS = [PAD, BOS, UNK]

@@ -17,8 +17,8 @@ from fastapi import HTTPException, Request, Response, status
 from fastapi.routing import APIRoute
 from pydantic import SecretStr
 
-from service.api.schemas import Problem
-from service.settings import Settings
+from promptrec.core.settings import Settings
+from promptrec.service.api.schemas import Problem
 
 CLIENT_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem, "description": "missing X-API-Key (when client keys are configured)"},

@@ -8,23 +8,28 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from models.rlm.model import RecLM
-from service.api.deps import ClientKeyDep
-from service.api.errors import install_error_handlers
-from service.api.middleware import RequestContextMiddleware
-from service.api.routes import admin, events, health, prompts, recommendations
-from service.api.runtime import start_runtime
-from service.api.schemas import Problem
-from service.observability import configure_logging
-from service.settings import Settings, get_settings
+from promptrec.core.observability import configure_logging
+from promptrec.core.settings import Settings, get_settings
+from promptrec.models.rlm.model import RecLM
+from promptrec.service.api.deps import ClientKeyDep
+from promptrec.service.api.errors import install_error_handlers
+from promptrec.service.api.middleware import RequestContextMiddleware
+from promptrec.service.api.routes import admin, events, health, prompts, recommendations
+from promptrec.service.api.runtime import BackgroundFactory, start_runtime
+from promptrec.service.api.schemas import Problem
 
 log = logging.getLogger("promptrec.api")
 
 
 def create_app(
-    settings: Settings | None = None, lm: RecLM | None = None, *, freeze_gc: bool = False
+    settings: Settings | None = None,
+    lm: RecLM | None = None,
+    *,
+    freeze_gc: bool = False,
+    background: BackgroundFactory | None = None,
 ) -> FastAPI:
-    """The app; the model is loaded once at startup (or `lm` is used as given).
+    """The app; the model is loaded once at startup (or `lm` is used as given). `background`
+    makes what the process runs beside the API from its runtime (cli.gateway's embedded worker).
 
     `freeze_gc` (for a serving process): after startup, the half million objects that the
     imports and the model made are moved out of the garbage collector's sight. A full
@@ -35,7 +40,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.runtime = await start_runtime(settings, lm)
+        app.state.runtime = await start_runtime(settings, lm, background)
         if freeze_gc:
             gc.collect()
             gc.freeze()

@@ -9,8 +9,8 @@ from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.security import APIKeyHeader
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.api.access import check_admin_key
-from service.api.runtime import Runtime
+from promptrec.service.api.access import check_admin_key
+from promptrec.service.api.runtime import Runtime
 
 
 # Dependencies are `async def`: FastAPI runs a plain `def` one in a thread pool, a thread hop

@@ -12,9 +12,9 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from service.batching import DeadlineExceeded, Overloaded
-from service.db.engine import DATABASE_UNAVAILABLE
-from service.settings import Settings
+from promptrec.core.db.engine import DATABASE_UNAVAILABLE
+from promptrec.core.settings import Settings
+from promptrec.service.batching import DeadlineExceeded, Overloaded
 
 
 def json_safe(value: Any) -> Any:

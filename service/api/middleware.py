@@ -8,7 +8,7 @@ import re
 import time
 import uuid
 
-from service.observability import HTTP_ERRORS, HTTP_LATENCY, HTTP_REQUESTS, request_id_var
+from promptrec.core.observability import HTTP_ERRORS, HTTP_LATENCY, HTTP_REQUESTS, request_id_var
 
 log = logging.getLogger("promptrec.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")

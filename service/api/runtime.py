@@ -6,26 +6,36 @@ import asyncio
 import logging
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
-import pandas as pd
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from models.ranking import item_scorer
-from models.rlm.model import RecLM
-from service.batching import MicroBatcher
-from service.cache import PromptCache, make_cache
-from service.db import migrate
-from service.db.engine import make_async_engine, make_session_factory
-from service.db.tables import Interaction
-from service.inference import Catalog, Ranked, Ranker, RankRequest
-from service.repositories import items as item_repo
-from service.settings import Settings
-from worker.queue import SearchQueue, make_queue
-from worker.runner import Worker
+from promptrec.core.cache import PromptCache, make_cache
+from promptrec.core.catalog import load_catalog
+from promptrec.core.db import migrate
+from promptrec.core.db.engine import make_async_engine, make_session_factory
+from promptrec.core.queue import SearchQueue, make_queue
+from promptrec.core.settings import Settings
+from promptrec.models.ranking import item_scorer
+from promptrec.models.rlm.model import RecLM
+from promptrec.models.user_context import ItemCatalog
+from promptrec.service.batching import MicroBatcher
+from promptrec.service.inference import Ranked, Ranker, RankRequest
 
 log = logging.getLogger("promptrec.runtime")
+
+
+class BackgroundJob(Protocol):
+    """Work the gateway process runs beside the API until shutdown (the embedded worker)."""
+
+    async def run(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+BackgroundFactory = Callable[["Runtime"], BackgroundJob]
 
 
 @dataclass
@@ -36,46 +46,25 @@ class Runtime:
     cache: PromptCache
     lm: RecLM
     fingerprint: str
-    catalog: Catalog
+    catalog: ItemCatalog
     batcher: MicroBatcher[RankRequest, Ranked]
     queue: SearchQueue  # where admin jobs are enqueued (the workers' stream, or in-process)
-    worker: Worker | None = None  # the embedded worker (no Redis) and its task
-    worker_task: asyncio.Task | None = None
+    background: BackgroundJob | None = None
+    background_task: asyncio.Task | None = None
 
     async def close(self) -> None:
-        if self.worker_task is not None:
-            self.worker.stop()
-            await self.worker_task
+        if self.background is not None and self.background_task is not None:
+            self.background.stop()
+            await self.background_task
         await self.queue.close()
         await self.batcher.stop()
         await self.cache.close()
         await self.engine.dispose()
 
 
-async def load_catalog(sessions: async_sessionmaker, lm: RecLM) -> Catalog:
-    """Make sure every item the model ranks has a row (events may name it), then read titles,
-    genres and interaction counts for the catalogue."""
-    async with sessions() as session:
-        rows = await item_repo.all_items(session)
-        known = {r.item_id for r in rows}
-        missing = [i for i in lm.item_ids if i not in known]
-        for start in range(0, len(missing), 5000):
-            await item_repo.ensure_items(session, missing[start : start + 5000])
-        await session.commit()
-        counts = dict(
-            (
-                await session.execute(
-                    select(Interaction.item_id, func.count()).group_by(Interaction.item_id)
-                )
-            ).all()
-        )
-    items = pd.DataFrame(
-        [(r.item_id, r.title, r.genres) for r in rows], columns=["item", "title", "genres"]
-    )
-    return Catalog.build(lm.item_ids, items, counts)
-
-
-async def start_runtime(settings: Settings, lm: RecLM | None = None) -> Runtime:
+async def start_runtime(
+    settings: Settings, lm: RecLM | None = None, background: BackgroundFactory | None = None
+) -> Runtime:
     if settings.migrate_on_start:
         await asyncio.to_thread(migrate.upgrade, settings.database_url)
     engine = make_async_engine(settings.database_url, settings.database_pool_size)
@@ -93,11 +82,9 @@ async def start_runtime(settings: Settings, lm: RecLM | None = None) -> Runtime:
     await batcher.start()
     queue = make_queue(settings, consumer=f"gateway-{socket.gethostname()}-{os.getpid()}")
     runtime = Runtime(settings, engine, sessions, cache, lm, fingerprint, catalog, batcher, queue)
-    # Embedded: the API process searches too (from the in-process queue, or as one more consumer
-    # of the Redis stream); deployments with `promptrec worker` processes turn it off.
-    if settings.embedded_worker:
-        runtime.worker = Worker(settings, sessions, queue, cache, lm, catalog, fingerprint)
-        runtime.worker_task = asyncio.create_task(runtime.worker.run(), name="embedded-worker")
+    if background is not None:
+        runtime.background = background(runtime)
+        runtime.background_task = asyncio.create_task(runtime.background.run(), name="background")
     log.info(
         "ready",
         extra={
@@ -105,7 +92,7 @@ async def start_runtime(settings: Settings, lm: RecLM | None = None) -> Runtime:
             "items": lm.n_items,
             "cache": cache.name,
             "queue": queue.name,
-            "embedded_worker": runtime.worker_task is not None,
+            "background": runtime.background_task is not None,
         },
     )
     return runtime

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from service.batching import DeadlineExceeded, MicroBatcher, Overloaded
+from promptrec.service.batching import DeadlineExceeded, MicroBatcher, Overloaded
 
 
 def _run(coroutine):

@@ -8,8 +8,11 @@ import http.client
 import json
 import time
 
-from gateway_testing import ADMIN_KEY, prepared_database
-from worker_testing import GatewayProcess, PostgresServer, RedisServer, wait_for, worker_env
+from tests.support.databases import prepared_database
+from tests.support.gateway_process import GatewayProcess
+from tests.support.private_servers import PostgresServer, RedisServer
+from tests.support.processes import wait_for
+from tests.support.settings import ADMIN_KEY, worker_env
 
 
 def _post(connection: http.client.HTTPConnection, path: str, body: dict, **headers):
@@ -82,6 +85,6 @@ def test_a_database_outage_is_503_with_retry_after_and_cached_users_keep_working
         wait_for(recovered, 30, "the gateway to answer again after Postgres came back")
     finally:
         if gateway is not None:
-            gateway.close()
+            gateway.stop()
         redis_server.stop()
         server.remove()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from gateway_testing import new_user_id, run_async
+from tests.support.gateway_app import new_user_id, run_async
 
 
 def _event(user_id, item_id, timestamp=1_700_000_000, **extra):
@@ -18,7 +18,7 @@ def _event(user_id, item_id, timestamp=1_700_000_000, **extra):
 
 
 def _user(service, user_id):
-    from service.repositories.users import get_user
+    from promptrec.core.repositories.users import get_user
 
     async def read():
         async with service.runtime.sessions() as session:

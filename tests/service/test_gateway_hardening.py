@@ -8,15 +8,10 @@ import time
 
 import pytest
 from fastapi.testclient import TestClient
-from gateway_testing import (
-    admin_headers,
-    new_user_id,
-    run_async,
-    service_settings,
-    write_user_prompt,
-)
 
-from service.api.app import create_app
+from promptrec.cli.gateway import gateway_app
+from tests.support.gateway_app import new_user_id, run_async, write_user_prompt
+from tests.support.settings import admin_headers, service_settings
 
 BODY_ROUTES = [
     ("/v1/users/u1/recommendations", '{"count": %s}'),
@@ -43,7 +38,7 @@ def test_non_finite_numbers_are_a_422_with_a_message(service, url, template, val
 
 def test_without_an_admin_key_configured_every_key_is_401(lm, embedded_url):
     settings = service_settings(embedded_url, admin_api_key=None)
-    with TestClient(create_app(settings, lm=lm)) as client:
+    with TestClient(gateway_app(settings, lm=lm)) as client:
         response = client.post(
             "/v1/admin/prompt-search-jobs",
             json={"scope": "all"},
@@ -113,7 +108,7 @@ def test_rollback_of_a_user_without_personal_tokens_is_409(service):
 async def _commit_without_invalidating(runtime, user_id: str, tokens: list[str]) -> int:
     """A worker that committed a version and lost its cache invalidation (killed, or Redis
     writes paused at that moment)."""
-    from service.repositories.prompts import SearchedPrompt, add_user_prompt
+    from promptrec.core.repositories.prompts import SearchedPrompt, add_user_prompt
 
     async with runtime.sessions() as session:
         row = await add_user_prompt(
@@ -153,7 +148,7 @@ def test_client_keys_are_required_when_configured_and_rate_limited(lm, embedded_
         client_rate_burst=3,
     )
     url = "/v1/users/u1/recommendations"
-    with TestClient(create_app(settings, lm=lm)) as client:
+    with TestClient(gateway_app(settings, lm=lm)) as client:
         assert client.post(url, json={"count": 1}).status_code == 401
         assert client.post(url, json={"count": 1}, headers={"X-API-Key": "x"}).status_code == 403
         headers = {"X-API-Key": CLIENT_KEY}

@@ -8,11 +8,11 @@ import logging
 
 import pytest
 from fastapi.testclient import TestClient
-from gateway_testing import ADMIN_KEY, admin_headers, service_settings
 
-from service.api.app import create_app
-from service.batching import DeadlineExceeded, Overloaded
-from service.observability import JsonFormatter
+from promptrec.cli.gateway import gateway_app
+from promptrec.core.observability import JsonFormatter
+from promptrec.service.batching import DeadlineExceeded, Overloaded
+from tests.support.settings import ADMIN_KEY, admin_headers, service_settings
 
 
 def test_live_and_ready(service):
@@ -27,7 +27,7 @@ def test_live_and_ready(service):
 
 def test_redis_down_degrades_but_still_serves_from_the_database(lm, embedded_url):
     settings = service_settings(embedded_url, redis_url="redis://127.0.0.1:1/0")
-    with TestClient(create_app(settings, lm=lm)) as client:
+    with TestClient(gateway_app(settings, lm=lm)) as client:
         ready = client.get("/health/ready")
         assert ready.status_code == 200
         assert ready.json()["status"] == "degraded"
@@ -106,9 +106,9 @@ def test_a_full_queue_is_429_with_retry_after_and_a_missed_deadline_503(
 
 
 def test_ready_is_503_when_the_database_is_unreachable(lm, embedded_url, monkeypatch):
-    from service.db.engine import make_async_engine
+    from promptrec.core.db.engine import make_async_engine
 
-    with TestClient(create_app(service_settings(embedded_url), lm=lm)) as client:
+    with TestClient(gateway_app(service_settings(embedded_url), lm=lm)) as client:
         runtime = client.app.state.runtime
         unreachable = make_async_engine("postgresql+psycopg://postgres@127.0.0.1:1/none")
         monkeypatch.setattr(runtime, "engine", unreachable)
@@ -122,7 +122,7 @@ def test_ready_is_503_when_the_database_is_unreachable(lm, embedded_url, monkeyp
 def test_concurrent_requests_are_ranked_in_shared_batches(lm, embedded_url):
     from concurrent.futures import ThreadPoolExecutor
 
-    from service.observability import BATCH_SIZE
+    from promptrec.core.observability import BATCH_SIZE
 
     def batches():
         samples = {s.name: s.value for s in BATCH_SIZE.collect()[0].samples}
@@ -131,7 +131,7 @@ def test_concurrent_requests_are_ranked_in_shared_batches(lm, embedded_url):
         ]
 
     settings = service_settings(embedded_url, max_wait_ms=100.0, max_batch_size=8)
-    with TestClient(create_app(settings, lm=lm)) as client:
+    with TestClient(gateway_app(settings, lm=lm)) as client:
         client.post("/v1/users/u1/recommendations", json={"count": 1})  # warm up
         requests_before, calls_before = batches()
 

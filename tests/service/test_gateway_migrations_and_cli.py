@@ -4,15 +4,15 @@
 from __future__ import annotations
 
 import pytest
-from gateway_testing import temporary_postgres_database
 from sqlalchemy import func, inspect, select
 from sqlalchemy.orm import Session
 
-from service.cli import main
-from service.db import migrate
-from service.db.engine import make_sync_engine
-from service.db.tables import Interaction, Item, User
-from service.settings import get_settings
+from promptrec.cli.main import main
+from promptrec.core.db import migrate
+from promptrec.core.db.engine import make_sync_engine
+from promptrec.core.db.tables import Interaction, Item, User
+from promptrec.core.settings import get_settings
+from tests.support.databases import temporary_postgres_database
 
 TABLES = {
     "users",
@@ -100,7 +100,7 @@ def test_serve_and_db_commands_have_help_and_serve_names_a_missing_model(tmp_pat
 
 def test_items_recorded_before_the_dataset_get_its_titles(tmp_path, dataset_dir, data):
     """The API records the model's items at start; a dataset loaded later fills their titles."""
-    from service.db.dataset_loader import load_dataset
+    from promptrec.core.db.dataset_loader import load_dataset
 
     url = f"sqlite:///{tmp_path / 'late.db'}"
     migrate.upgrade(url)

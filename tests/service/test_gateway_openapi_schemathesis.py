@@ -8,20 +8,15 @@ from collections.abc import Iterator
 
 import pytest
 import schemathesis
-from gateway_testing import (
-    REDIS_URL,
-    admin_headers,
-    prepared_database,
-    service_settings,
-    temporary_postgres_database,
-)
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.python import asgi as schemathesis_asgi
 
-from service.api.app import create_app
-from service.settings import Settings
+from promptrec.cli.gateway import gateway_app
+from promptrec.core.settings import Settings
+from tests.support.databases import REDIS_URL, prepared_database, temporary_postgres_database
+from tests.support.settings import admin_headers, service_settings
 
 # Short by default; set the variable for a deeper run.
 EXAMPLES_PER_OPERATION = int(os.environ.get("PROMPTREC_SCHEMATHESIS_EXAMPLES", "25"))
@@ -58,7 +53,7 @@ def fresh_settings(request, tmp_path, dataset_dir) -> Iterator[Settings]:
 
 
 def test_api_conforms_to_its_openapi_spec(lm, fresh_settings):
-    app = create_app(fresh_settings, lm=lm)
+    app = gateway_app(fresh_settings, lm=lm)
     try:
         failures = _run_schemathesis(app)
     finally:

@@ -5,14 +5,14 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models.prompts.paprec.config import PaprecConfig
-from models.prompts.paprec.state import PaprecState, PromptSet, UserOutcome
-from service.db import migrate
-from service.db.dataset_loader import load_dataset
-from service.db.engine import make_sync_engine
-from service.db.prompt_loader import load_prompt_set
-from service.db.tables import PromptSet as PromptSetRow
-from service.db.tables import UserPrompt
+from promptrec.core.db import migrate
+from promptrec.core.db.dataset_loader import load_dataset
+from promptrec.core.db.engine import make_sync_engine
+from promptrec.core.db.prompt_loader import load_prompt_set
+from promptrec.core.db.tables import PromptSet as PromptSetRow
+from promptrec.core.db.tables import UserPrompt
+from promptrec.models.prompts.paprec.config import PaprecConfig
+from promptrec.models.prompts.paprec.state import PaprecState, PromptSet, UserOutcome
 
 
 def _outcome(tokens: list[str], kept: bool) -> UserOutcome:
@@ -65,8 +65,8 @@ def test_loading_is_versioned_and_idempotent(tmp_path, data):
 def test_the_command_refuses_a_prompt_set_searched_on_another_model(
     tmp_path, model_dir, monkeypatch, capsys
 ):
-    from service.cli import main
-    from service.settings import get_settings
+    from promptrec.cli.main import main
+    from promptrec.core.settings import get_settings
 
     path = tmp_path / "prompts.json"
     state = PaprecState(task_tokens=["the"])

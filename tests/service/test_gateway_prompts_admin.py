@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from gateway_testing import admin_headers, new_user_id, run_async, write_user_prompt
+from tests.support.gateway_app import new_user_id, run_async, write_user_prompt
+from tests.support.settings import admin_headers
 
 
 def test_prompt_of_an_unknown_user_is_404_and_a_plain_user_gets_the_task_prompt(service):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from gateway_testing import new_user_id, run_async, write_task_prompt, write_user_prompt
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from tests.support.gateway_app import new_user_id, run_async, write_task_prompt, write_user_prompt
 
 
 def _recommend(service, user_id, **body):

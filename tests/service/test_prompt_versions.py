@@ -7,17 +7,17 @@ import asyncio
 import time
 from dataclasses import replace
 
-from gateway_testing import prepared_database, temporary_postgres_database
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models.prompts.paprec.config import PaprecConfig
-from models.prompts.paprec.state import PaprecState, PromptSet, UserOutcome
-from service.db.engine import make_async_engine, make_session_factory, make_sync_engine
-from service.db.prompt_loader import load_prompt_set
-from service.db.tables import PromptSet as PromptSetRow
-from service.db.tables import UserPrompt
-from service.repositories.prompts import SearchedPrompt, add_user_prompt
+from promptrec.core.db.engine import make_async_engine, make_session_factory, make_sync_engine
+from promptrec.core.db.prompt_loader import load_prompt_set
+from promptrec.core.db.tables import PromptSet as PromptSetRow
+from promptrec.core.db.tables import UserPrompt
+from promptrec.core.repositories.prompts import SearchedPrompt, add_user_prompt
+from promptrec.models.prompts.paprec.config import PaprecConfig
+from promptrec.models.prompts.paprec.state import PaprecState, PromptSet, UserOutcome
+from tests.support.databases import prepared_database, temporary_postgres_database
 
 
 def _outcome(tokens: list[str], kept: bool = True) -> UserOutcome:
@@ -86,13 +86,13 @@ def test_the_prompt_set_config_is_stored_with_it(tmp_path, dataset_dir):
     with Session(engine) as session:
         row = session.scalar(select(PromptSetRow))
     engine.dispose()
-    from service.repositories.prompts import stored_config
+    from promptrec.core.repositories.prompts import stored_config
 
     assert stored_config(row) == config
 
 
 def test_cli_search_defaults_come_from_the_config_class(monkeypatch):
-    from service.cli import build_parser
+    from promptrec.cli.main import build_parser
 
     changed = replace(PaprecConfig(), task_tokens=7, personal_tokens=4, max_cycles=9, seed=3)
     for name in ("task_tokens", "personal_tokens", "max_cycles", "seed"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.metrics import parse_metric
+from promptrec.models.metrics import parse_metric
 
 
 @dataclass(frozen=True)
@@ -27,9 +27,7 @@ class PaprecConfig:
     """k of the personal rounds; None: `candidates`."""
     personal_metrics: tuple[str, ...] | None = None
     """Surrogate of the personal rounds, of a user's keep decision and of the drift check;
-    None: `metrics`. (k = 10 with NDCG@10 + HR@10 + NDCG@50 + HR@50 here did best on
-    validation, +6.0% over the plain template against +1.1%, but on test it matched the
-    default for all users, at 2.6x the search time: README, "Prompt search".)"""
+    None: `metrics` (the settings tried: README, "Prompt search")."""
     selection_per_user: int = 4
     """Each user's last few training interactions used as selection examples."""
     held_out_per_user: int = 1

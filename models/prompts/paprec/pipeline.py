@@ -10,20 +10,20 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from models.data.splits import Splits
-from models.prompts.paprec.config import PaprecConfig
-from models.prompts.paprec.search import PaprecSearch
-from models.prompts.paprec.state import PaprecState, PromptSet
-from models.prompts.selection import SearchExamples, build_examples
-from models.rlm.model import RecLM
-from models.user_context import ItemCatalog
+from promptrec.models.data.splits import Splits
+from promptrec.models.prompts.paprec.config import PaprecConfig
+from promptrec.models.prompts.paprec.search import PaprecSearch
+from promptrec.models.prompts.paprec.state import PaprecState, PromptSet
+from promptrec.models.prompts.selection import SearchExamples, build_examples
+from promptrec.models.rlm.model import RecLM
+from promptrec.models.user_context import ItemCatalog
 
 PERSONAL_CHUNK = 128
 
 
 def training_examples(
     splits: Splits,
-    users: Sequence[int],
+    users: Sequence[int] | np.ndarray,
     profiles: list[list[str]],
     catalog: ItemCatalog,
     config: PaprecConfig,

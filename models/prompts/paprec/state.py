@@ -7,8 +7,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from models.prompts.paprec.config import PaprecConfig
-from models.prompts.rendering import UserPrompt
+from promptrec.models.prompts.paprec.config import PaprecConfig
+from promptrec.models.prompts.rendering import UserPrompt
 
 FORMAT = "promptrec.prompt-set/1"
 

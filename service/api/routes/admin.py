@@ -10,10 +10,16 @@ from typing import Annotated
 from fastapi import APIRouter, Header, HTTPException, Path, Query, status
 from sqlalchemy.exc import IntegrityError
 
-from service.api.access import AdminRoute
-from service.api.deps import AdminDep, RuntimeDep, SessionDep
-from service.api.routes.prompts import prompt_view
-from service.api.schemas import (
+from promptrec.core.cached_reads import invalidate_user_prompt
+from promptrec.core.db.tables import JobScope, JobStatus, SearchJob
+from promptrec.core.outages import STORE_ERRORS
+from promptrec.core.queue import SearchTask
+from promptrec.core.repositories import jobs, users
+from promptrec.core.repositories import prompts as prompt_repo
+from promptrec.service.api.access import AdminRoute
+from promptrec.service.api.deps import AdminDep, RuntimeDep, SessionDep
+from promptrec.service.api.routes.prompts import served_prompt_view
+from promptrec.service.api.schemas import (
     ID_PATTERN,
     JobCreate,
     JobCreated,
@@ -23,12 +29,6 @@ from service.api.schemas import (
     PromptView,
     Task,
 )
-from service.db.tables import SearchJob
-from service.hot_reads import invalidate_user_prompt, served_prompt
-from service.repositories import jobs, users
-from service.repositories import prompts as prompt_repo
-from worker.queue import SearchTask
-from worker.runner import STORE_ERRORS
 
 log = logging.getLogger("promptrec.api")
 
@@ -85,9 +85,9 @@ async def create_search_job(
                 status.HTTP_422_UNPROCESSABLE_CONTENT,
                 f"unknown users: {', '.join(sorted(missing)[:20])}",
             )
-        scope, user_ids = "users", body.user_ids
+        scope, user_ids = JobScope.USERS, body.user_ids
     else:
-        scope = body.scope or "all"
+        scope = JobScope(body.scope or JobScope.ALL)
         user_ids = await users.scope_user_ids(
             session, scope, body.task, settings.new_user_events, settings.drift_events
         )
@@ -95,7 +95,7 @@ async def create_search_job(
         session, body.task, scope, runtime.fingerprint, user_ids, idempotency_key, request_hash
     )
     if not job.users:
-        job.status = "done"  # nothing to search
+        job.status = JobStatus.DONE  # nothing to search
     try:
         await session.commit()
     except IntegrityError:
@@ -192,12 +192,4 @@ async def roll_back_prompt(
         raise HTTPException(status.HTTP_409_CONFLICT, "the user has no personal prompt")
     await session.commit()
     await invalidate_user_prompt(runtime.cache, runtime.fingerprint, task, user_id)
-    prompt = await served_prompt(
-        session,
-        runtime.cache,
-        user_id,
-        task,
-        runtime.fingerprint,
-        runtime.settings.prompt_refresh_s,
-    )
-    return prompt_view(runtime, user_id, task, prompt)
+    return await served_prompt_view(runtime, session, user_id, task)

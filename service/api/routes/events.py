@@ -6,11 +6,17 @@ import time
 
 from fastapi import APIRouter, HTTPException, status
 
-from service.api.access import CLIENT_RESPONSES, ClientRoute
-from service.api.deps import RuntimeDep, SessionDep
-from service.api.schemas import EventIn, EventResult, EventsRequest, EventsResponse, Problem
-from service.hot_reads import invalidate_user_contexts
-from service.repositories import interactions, items, users
+from promptrec.core.cached_reads import invalidate_user_contexts
+from promptrec.core.repositories import interactions, items, users
+from promptrec.service.api.access import CLIENT_RESPONSES, ClientRoute
+from promptrec.service.api.deps import RuntimeDep, SessionDep
+from promptrec.service.api.schemas import (
+    EventIn,
+    EventResult,
+    EventsRequest,
+    EventsResponse,
+    Problem,
+)
 
 router = APIRouter(
     prefix="/v1",

@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from service.api.schemas import HealthView
+from promptrec.service.api.schemas import HealthView
 
 router = APIRouter(tags=["health"])
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.api.access import CLIENT_RESPONSES, ClientRoute
-from service.api.deps import RuntimeDep, SessionDep
-from service.api.runtime import Runtime
-from service.api.schemas import ID_PATTERN, Problem, PromptView, Task
-from service.hot_reads import ServedPrompt, served_prompt
-from service.repositories import users
+from promptrec.core.cached_reads import ServedPrompt, served_prompt
+from promptrec.core.repositories import users
+from promptrec.service.api.access import CLIENT_RESPONSES, ClientRoute
+from promptrec.service.api.deps import RuntimeDep, SessionDep
+from promptrec.service.api.runtime import Runtime
+from promptrec.service.api.schemas import ID_PATTERN, Problem, PromptView, Task
 
 router = APIRouter(
     prefix="/v1/users",
@@ -52,6 +53,13 @@ async def get_prompt(
 ) -> PromptView:
     if await users.get_user(session, user_id) is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown user {user_id}")
+    return await served_prompt_view(runtime, session, user_id, task)
+
+
+async def served_prompt_view(
+    runtime: Runtime, session: AsyncSession, user_id: str, task: str
+) -> PromptView:
+    """What the user is served for the task now (through the cache)."""
     prompt = await served_prompt(
         session,
         runtime.cache,

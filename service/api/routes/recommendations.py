@@ -7,10 +7,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, status
 
-from models.prompts.rendering import UserPrompt
-from service.api.access import CLIENT_RESPONSES, ClientRoute
-from service.api.deps import RuntimeDep
-from service.api.schemas import (
+from promptrec.core.cached_reads import recommendation_inputs
+from promptrec.models.prompts.rendering import UserPrompt
+from promptrec.models.user_context import profile_words
+from promptrec.service.api.access import CLIENT_RESPONSES, ClientRoute
+from promptrec.service.api.deps import RuntimeDep
+from promptrec.service.api.schemas import (
     ID_PATTERN,
     Problem,
     PromptInfo,
@@ -18,8 +20,7 @@ from service.api.schemas import (
     RecommendationResponse,
     RecommendedItem,
 )
-from service.hot_reads import recommendation_inputs
-from service.inference import RankRequest, prompt_tokens, user_profile
+from promptrec.service.inference import RankRequest, prompt_tokens
 
 router = APIRouter(
     prefix="/v1/users",
@@ -79,7 +80,7 @@ async def recommend(
         catalog,
         body.task,
         history,
-        user_profile(user.age, user.gender, user.occupation),
+        profile_words(user.age, user.gender, user.occupation),
         UserPrompt(prompt.task_tokens, prompt.personal_tokens),
         candidates or (),
     )

@@ -1,0 +1,5 @@
+import sys
+
+from promptrec.cli.main import main
+
+sys.exit(main())

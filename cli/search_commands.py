@@ -1,0 +1,128 @@
+"""`promptrec search`: PAP-REC's task-level and personal prompt search into a prompt set file."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from promptrec.cli.options import (
+    DEFAULT_DATA,
+    DEFAULT_MODEL,
+    DEFAULT_PROMPTS,
+    load_splits,
+    metric_list,
+    positive_int,
+    share_or_none,
+    shown,
+)
+
+# A plain dataclass, no torch import: the search options' defaults are its own.
+from promptrec.models.prompts.paprec.config import PaprecConfig
+
+
+def add_search_commands(commands: argparse._SubParsersAction) -> None:
+    search = commands.add_parser("search", help="PAP-REC prompt search: task + personal tokens")
+    search.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    search.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    search.add_argument("--out", type=Path, default=DEFAULT_PROMPTS, help="prompt set file")
+    search.add_argument("--task", choices=("sequential",), default="sequential")
+    search.add_argument(
+        "--personal",
+        choices=("all", "warm", "cold", "none"),
+        default="all",
+        help="users who get a personal search after the task-level one",
+    )
+    # Defaults come from the config class: one place says what a search does by default.
+    search.add_argument(
+        "--task-tokens",
+        type=int,
+        default=PaprecConfig.task_tokens,
+        help=f"m, shared trigger tokens (default {PaprecConfig.task_tokens})",
+    )
+    search.add_argument(
+        "--personal-tokens",
+        type=int,
+        default=PaprecConfig.personal_tokens,
+        help=f"d, tokens per user (default {PaprecConfig.personal_tokens})",
+    )
+    # The task rounds' setting, then the personal rounds' own (None: as the task's).
+    for option, parse, what in (
+        ("candidates", positive_int, "top-k words per {} position"),
+        ("metrics", metric_list, "{} surrogate, a sum of HR@k / NDCG@k"),
+    ):
+        task, personal = getattr(PaprecConfig, option), getattr(PaprecConfig, f"personal_{option}")
+        search.add_argument(
+            f"--{option}",
+            type=parse,
+            default=task,
+            help=f"{what.format('task')} (default {shown(task)})",
+        )
+        search.add_argument(
+            f"--personal-{option}",
+            type=parse,
+            default=personal,
+            help=f"{what.format('personal')} (default "
+            f"{f'as --{option}' if personal is None else shown(personal)})",
+        )
+    search.add_argument(
+        "--screen-fraction",
+        type=share_or_none,
+        default=PaprecConfig.screen_fraction,
+        help="task candidates are first scored on this share of the selection examples; "
+        f"0 scores every candidate on every example (default {PaprecConfig.screen_fraction})",
+    )
+    search.add_argument(
+        "--recheck-fraction",
+        type=share_or_none,
+        default=PaprecConfig.recheck_fraction,
+        help="a screened finalist must still lead on this share of the examples before it is "
+        "scored on the rest; 0 goes straight to the rest "
+        f"(default {PaprecConfig.recheck_fraction})",
+    )
+    search.add_argument("--max-cycles", type=int, default=PaprecConfig.max_cycles)
+    search.add_argument(
+        "--max-seconds",
+        type=float,
+        default=PaprecConfig.max_seconds,
+        help="task-level search budget",
+    )
+    search.add_argument("--seed", type=int, default=PaprecConfig.seed)
+    search.add_argument("--restart", action="store_true", help="ignore a partial --out file")
+    search.set_defaults(run=_search)
+
+
+def _search(args: argparse.Namespace) -> int:
+    from promptrec.models.model_context import load_context
+    from promptrec.models.prompts.paprec.pipeline import run_search
+
+    data, splits = load_splits(args.data)
+    lm, catalog, profiles = load_context(args.model, data, splits)
+    config = PaprecConfig(
+        task_tokens=args.task_tokens,
+        personal_tokens=args.personal_tokens,
+        candidates=args.candidates,
+        personal_candidates=args.personal_candidates,
+        metrics=args.metrics,
+        personal_metrics=args.personal_metrics,
+        max_cycles=args.max_cycles,
+        max_seconds=args.max_seconds,
+        screen_fraction=args.screen_fraction,
+        recheck_fraction=args.recheck_fraction,
+        seed=args.seed,
+    )
+    prompt_set = run_search(
+        lm,
+        splits,
+        catalog,
+        profiles,
+        args.out,
+        config,
+        args.task,
+        args.personal,
+        resume=not args.restart,
+    )
+    kept = sum(o.kept for o in prompt_set.state.outcomes.values())
+    print(f"task tokens: {' '.join(prompt_set.state.task_tokens)}")
+    print(f"personal tokens kept by {kept} of {len(prompt_set.state.outcomes)} users")
+    print(f"prompt set written to {args.out}")
+    return 0

@@ -1,0 +1,158 @@
+"""Load a PAP-REC prompt set file (`promptrec search` output) into the database.
+
+Idempotent: the task tokens become a new prompt-set version only when they differ from the
+current one for that task and model; a searched user gets a new prompt version only when their
+kept personal tokens (none when the task-level prompt won) differ from their current ones.
+Never backwards: a version searched after the file was (a worker's search since, a newer file)
+is kept, so loading the shipped file at every start (`make run`) cannot undo later searches.
+The set's search settings are stored with its tokens; the workers search with them.
+Users the database does not know are skipped and counted (load the dataset first).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from promptrec.core.db.tables import PromptSet, User, UserPrompt
+from promptrec.models.prompts.paprec.state import PromptSet as PromptSetFile
+from promptrec.models.prompts.rendering import DEFAULT_TEMPLATE
+
+
+@dataclass(frozen=True)
+class PromptLoadReport:
+    task_version: int
+    task_added: bool
+    users_added: int
+    users_unchanged: int
+    users_unknown: int
+    users_newer: int = 0  # the database's version was searched after the file
+
+    def line(self) -> str:
+        task = "added as" if self.task_added else "unchanged at"
+        return (
+            f"task tokens {task} version {self.task_version}; personal prompts: "
+            f"{self.users_added} added, {self.users_unchanged} unchanged, "
+            f"{self.users_newer} kept (searched after the file), "
+            f"{self.users_unknown} users not in the database"
+        )
+
+
+def _next_version(session: Session, column, *where) -> int:
+    return (session.scalar(select(func.max(column)).where(*where)) or 0) + 1
+
+
+def _newer(searched_at: datetime | None, than: datetime) -> bool:
+    if searched_at is None:
+        return False
+    if searched_at.tzinfo is None:  # SQLite keeps no zone; we write UTC
+        searched_at = searched_at.replace(tzinfo=UTC)
+    return searched_at > than
+
+
+def load_prompt_set(engine: Engine, path: Path) -> PromptLoadReport:
+    prompt_file = PromptSetFile.load(path)
+    task, fingerprint = prompt_file.task, prompt_file.model_fingerprint
+    served = DEFAULT_TEMPLATE.get(task)
+    if prompt_file.config.template != served:
+        # Trigger tokens are searched after one template; after another they mean nothing.
+        raise ValueError(
+            f"{path} was searched after template {prompt_file.config.template}, but the "
+            f"service serves {task} with {served}: search again (`promptrec search`)"
+        )
+    state = prompt_file.state
+    searched_at = datetime.fromtimestamp(prompt_file.created_at, UTC)
+    config = asdict(prompt_file.config)
+    with Session(engine) as session, session.begin():
+        current = session.scalar(
+            select(PromptSet)
+            .where(PromptSet.task == task, PromptSet.model_fingerprint == fingerprint)
+            .order_by(PromptSet.version.desc())
+            .limit(1)
+        )
+        task_added = current is None or (
+            list(current.tokens) != state.task_tokens
+            and not _newer(current.searched_at, searched_at)
+        )
+        if task_added:
+            version = _next_version(
+                session,
+                PromptSet.version,
+                PromptSet.task == task,
+                PromptSet.model_fingerprint == fingerprint,
+            )
+            session.add(
+                PromptSet(
+                    task=task,
+                    model_fingerprint=fingerprint,
+                    version=version,
+                    tokens=state.task_tokens,
+                    metrics={"task_history": state.task_history[-1:]},
+                    config=config,
+                    searched_at=searched_at,
+                )
+            )
+        else:
+            assert current is not None  # task_added when there is none
+            version = current.version
+            if current.config is None and list(current.tokens) == state.task_tokens:
+                # Stored before sets kept their settings: this file is where they came from.
+                current.config, current.searched_at = config, searched_at
+        known = set(session.scalars(select(User.user_id)))
+        added = unchanged = unknown = newer = 0
+        for user, outcome in sorted(state.outcomes.items()):
+            if user not in known:
+                unknown += 1
+                continue
+            # Locks the user's row (Postgres) so that a worker writing this user's next
+            # version waits for this transaction instead of taking the same number.
+            session.execute(select(User.user_id).where(User.user_id == user).with_for_update())
+            latest = session.scalar(
+                select(UserPrompt)
+                .where(
+                    UserPrompt.user_id == user,
+                    UserPrompt.task == task,
+                    UserPrompt.model_fingerprint == fingerprint,
+                    UserPrompt.rolled_back_at.is_(None),
+                )
+                .order_by(UserPrompt.version.desc())
+                .limit(1)
+            )
+            # A searched user who keeps the task-level prompt gets a version with no tokens:
+            # the worker's new-user trigger then knows they were searched.
+            tokens = list(outcome.tokens) if outcome.kept else []
+            if latest is not None and _newer(latest.searched_at, searched_at):
+                newer += 1
+                continue
+            if latest is not None and list(latest.tokens) == tokens:
+                unchanged += 1
+                continue
+            session.add(
+                UserPrompt(
+                    user_id=user,
+                    task=task,
+                    model_fingerprint=fingerprint,
+                    version=_next_version(
+                        session,
+                        UserPrompt.version,
+                        UserPrompt.user_id == user,
+                        UserPrompt.task == task,
+                    ),
+                    tokens=tokens,
+                    metric_before=outcome.surrogate_before,
+                    metric_after=outcome.surrogate_after
+                    if outcome.kept
+                    else outcome.surrogate_before,
+                    metrics={
+                        "held_out_logp_before": outcome.held_out_logp_before,
+                        "held_out_logp_after": outcome.held_out_logp_after,
+                    },
+                    searched_at=searched_at,
+                )
+            )
+            added += 1
+    return PromptLoadReport(version, task_added, added, unchanged, unknown, newer)

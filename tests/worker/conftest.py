@@ -1,0 +1,51 @@
+"""Worker fixtures: the shipped small model and MovieLens-100k with the shipped prompt set in
+Postgres, as `make run` loads them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from promptrec.core.db.engine import make_sync_engine
+from promptrec.core.db.prompt_loader import load_prompt_set
+from promptrec.models.data.movielens import fetch_movielens
+from promptrec.models.rlm.model import RecLM
+from tests.support.databases import prepared_database, temporary_postgres_database
+from tests.support.paths import MOVIELENS, SHIPPED_PROMPTS, SMALL_MODEL
+
+
+@pytest.fixture(scope="session")
+def movielens_dir(tmp_path_factory) -> Path:
+    if (MOVIELENS / "interactions.parquet").is_file():  # fetched already by `make run`
+        return MOVIELENS
+    out = tmp_path_factory.mktemp("ml") / "ml-100k"
+    fetch_movielens(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_fingerprint() -> str:
+    return RecLM.load(SMALL_MODEL).fingerprint()
+
+
+@pytest.fixture(scope="session")
+def movielens_template(movielens_dir) -> Iterator[str]:
+    """A Postgres database with ML-100k and the shipped prompt set loaded, as `make run` loads
+    them; tests take copies (`CREATE DATABASE ... TEMPLATE`)."""
+    with temporary_postgres_database() as url:
+        prepared_database(url, movielens_dir)
+        engine = make_sync_engine(url)
+        try:
+            load_prompt_set(engine, SHIPPED_PROMPTS)
+        finally:
+            engine.dispose()
+        yield make_url(url).database
+
+
+@pytest.fixture
+def movielens_database(movielens_template) -> Iterator[str]:
+    with temporary_postgres_database(template=movielens_template) as url:
+        yield url

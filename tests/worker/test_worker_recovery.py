@@ -1,0 +1,178 @@
+"""The worker under failure, with real processes: `promptrec worker` OS processes, a real Redis
+server and real Postgres (private servers where the test kills or restarts them), the shipped
+small model and MovieLens-100k as `make run` loads them."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from promptrec.core.db.engine import make_sync_engine
+from promptrec.core.db.tables import User, UserPrompt
+from tests.support.paths import SHIPPED_PROMPTS, SMALL_MODEL
+from tests.support.private_servers import PostgresServer, RedisServer
+from tests.support.processes import wait_for
+from tests.support.search_jobs import JobView, queue_job
+from tests.support.settings import worker_env
+from tests.support.worker_process import workers
+
+USERS = [str(u) for u in range(1, 33)]  # four batches of 8
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+def prompt_versions(database_url: str, user_ids: list[str]) -> dict[str, int]:
+    engine = make_sync_engine(database_url)
+    try:
+        with Session(engine) as session:
+            rows = session.execute(
+                select(UserPrompt.user_id, func.count())
+                .where(UserPrompt.user_id.in_(user_ids))
+                .group_by(UserPrompt.user_id)
+            ).all()
+        return dict(rows)
+    finally:
+        engine.dispose()
+
+
+def queued_job(database_url: str, redis_url: str, fingerprint: str, **settings):
+    """A job for USERS, queued as the gateway queues it; (worker env, versions before, view)."""
+    env = worker_env(database_url, redis_url, SMALL_MODEL, **settings)
+    before = prompt_versions(database_url, USERS)
+    view = JobView(database_url, queue_job(env, USERS, fingerprint))
+    return env, before, view
+
+
+def assert_every_user_has_one_new_version(view: JobView, database_url: str, before: dict):
+    assert view.statuses() == {"done": len(USERS)}
+    assert view.job_status() == "done"
+    assert view.versions_written() == dict.fromkeys(USERS, 1)
+    after = prompt_versions(database_url, USERS)
+    assert after == {u: before.get(u, 0) + 1 for u in USERS}
+
+
+def test_a_worker_killed_mid_batch_loses_no_user(
+    tmp_path, movielens_database, redis_server, small_fingerprint
+):
+    env, before, view = queued_job(movielens_database, redis_server.url, small_fingerprint)
+    with workers(env, tmp_path) as start:
+        first = start("first")
+        wait_for(lambda: view.statuses().get("running", 0) > 0, 120, "the first batch to start")
+        first.kill()
+        at_kill = view.statuses()
+        # Killed in the middle: a batch was marked running and not every user was done.
+        assert at_kill.get("running", 0) > 0 and at_kill.get("done", 0) < len(USERS), at_kill
+        second = start("second")
+        wait_for(view.finished, 180, "the second worker to finish the job")
+        assert second.alive
+    # The users the first worker held were claimed by the second after the idle timeout.
+    assert_every_user_has_one_new_version(view, movielens_database, before)
+    view.close()
+
+
+def test_redis_restarted_mid_job_the_reconciler_re_enqueues(
+    tmp_path, movielens_database, redis_server, small_fingerprint
+):
+    env, before, view = queued_job(movielens_database, redis_server.url, small_fingerprint)
+    with workers(env, tmp_path) as start:
+        worker = start("only")
+        wait_for(lambda: view.statuses().get("done", 0) >= 8, 120, "a first batch to finish")
+        redis_server.stop()  # no persistence: the stream, its group and the pending list are gone
+        time.sleep(1.5)
+        redis_server.start()
+        wait_for(view.finished, 180, "the job to finish after Redis came back")
+        assert worker.alive
+        log = worker.output()
+    assert_every_user_has_one_new_version(view, movielens_database, before)
+    assert "re-enqueued searches" in log
+    view.close()
+
+
+def test_postgres_restarted_mid_job_the_worker_backs_off_and_recovers(
+    tmp_path, movielens_dir, redis_server, small_fingerprint
+):
+    from promptrec.core.db.prompt_loader import load_prompt_set
+    from tests.support.databases import prepared_database
+
+    server = PostgresServer()
+    try:
+        server.start()
+        url = prepared_database(server.url, movielens_dir)
+        engine = make_sync_engine(url)
+        load_prompt_set(engine, SHIPPED_PROMPTS)
+        engine.dispose()
+        env, before, view = queued_job(url, redis_server.url, small_fingerprint)
+        with workers(env, tmp_path) as start:
+            worker = start("only")
+            wait_for(lambda: view.statuses().get("done", 0) >= 8, 120, "a first batch to finish")
+            server.stop()
+            # Down until the worker has hit the outage (a failed database call logs it), however
+            # long its search batch takes: the outage overlaps a database call by construction.
+            wait_for(
+                lambda: "store unavailable" in worker.output(), 180, "the worker to meet the outage"
+            )
+            time.sleep(1)  # and a retry or two against the stopped server
+            assert worker.alive  # waiting, not crashing
+            server.start()
+            wait_for(view.finished, 180, "the job to finish after Postgres came back")
+            assert worker.alive
+            log = worker.output()
+        assert "store unavailable" in log
+        assert log.count("worker started") == 1  # one process, no restart loop
+        assert_every_user_has_one_new_version(view, url, before)
+        view.close()
+    finally:
+        server.remove()
+
+
+def test_a_user_that_cannot_be_searched_is_dead_lettered_at_once_with_its_reason(
+    tmp_path, movielens_database, redis_server, small_fingerprint
+):
+    # A long claim timeout: a failure that no retry can mend must not wait for it.
+    env = worker_env(movielens_database, redis_server.url, SMALL_MODEL, worker_claim_idle_s=600)
+    engine = make_sync_engine(movielens_database)
+    with Session(engine) as session, session.begin():
+        session.add(User(user_id="no-history"))  # nothing to search on: the search raises
+    engine.dispose()
+    good = USERS[:7]
+    job = queue_job(env, ["no-history", *good], small_fingerprint)
+    view = JobView(movielens_database, job)
+    with workers(env, tmp_path) as start:
+        start("only")
+        wait_for(view.finished, 120, "the job to finish")
+    assert view.statuses() == {"done": 7, "failed": 1}
+    failed = next(u for u in view.users() if u.status == "failed")
+    assert failed.user_id == "no-history"
+    assert failed.attempts == 1 and failed.error.startswith("NotEnoughHistory")
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    dead = [fields for _, fields in client.xrange("worker-test:search:dead")]
+    client.close()
+    assert len(dead) == 1 and dead[0]["user_id"] == "no-history"
+    assert dead[0]["job_id"] == job and "NotEnoughHistory" in dead[0]["reason"]
+    view.close()
+
+
+def test_sigterm_finishes_the_batch_in_hand_then_exits(
+    tmp_path, movielens_database, redis_server, small_fingerprint
+):
+    env, _, view = queued_job(movielens_database, redis_server.url, small_fingerprint)
+    with workers(env, tmp_path) as start:
+        worker = start("only")
+        wait_for(lambda: view.statuses().get("running", 0) > 0, 120, "a batch to start")
+        assert worker.terminate(timeout=60) == 0
+        log = worker.output()
+    statuses = view.statuses()
+    # The batch in hand was written and acknowledged; the rest waits for the next worker.
+    assert statuses.get("running", 0) == 0 and statuses.get("done", 0) >= 8, statuses
+    assert "worker stopped" in log
+    view.close()
