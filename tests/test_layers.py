@@ -5,7 +5,10 @@ and the worker never import each other, and no package imports in a cycle."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -118,3 +121,14 @@ def test_no_source_file_is_over_400_lines(top):
         if (n := len(path.read_text().splitlines())) > MAX_LINES
     }
     assert long == {}
+
+
+def test_the_wheel_installs_one_top_level_package(tmp_path):
+    """What `pip install .` puts in site-packages: promptrec/ and its metadata, nothing else."""
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
+    subprocess.run([*pip_wheel, "-w", str(tmp_path), str(ROOT)], check=True, capture_output=True)
+    (wheel,) = tmp_path.glob("promptrec-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    metadata = f"{wheel.name.split('-py')[0]}.dist-info"
+    assert {n.split("/")[0] for n in names} == {"promptrec", metadata}
+    assert "promptrec/core/db/tables.py" in names and "promptrec/cli/main.py" in names
