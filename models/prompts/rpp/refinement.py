@@ -104,10 +104,10 @@ def refine(
             Refinement(
                 policy_choice=tuple(policy_choices[i]),
                 candidate=candidates[i],
-                search_before=float(own[i]),
-                search_after=best[i][0],
-                held_out_logp_before=float(held_before[i]),
-                held_out_logp_after=float(held_after[i]),
+                search_before=round(float(own[i]), 5),
+                search_after=round(best[i][0], 5),
+                held_out_logp_before=round(float(held_before[i]), 5),
+                held_out_logp_after=round(float(held_after[i]), 5),
                 kept=kept,
                 tried=len(tried[i]),
             )

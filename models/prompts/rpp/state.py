@@ -58,8 +58,6 @@ def _outcome_json(o: Refinement) -> dict:
     body["candidate"] = choice_names(o.candidate)
     body["choice"] = choice_names(o.choice)
     body["text"] = choice_text(o.choice)
-    for key in ("search_before", "search_after", "held_out_logp_before", "held_out_logp_after"):
-        body[key] = round(body[key], 5)
     return body
 
 
