@@ -13,6 +13,7 @@ the held-out items.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -47,6 +48,20 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def user_seed(name: str) -> int:
+    """A user's own random stream: a refinement does not depend on who it is batched with."""
+    return zlib.crc32(name.encode())
+
+
+def _draws(names: Sequence[str], slots: int, config: RppConfig) -> np.ndarray:
+    """[users, episodes, samples, slots] uniforms, each user's from their own seeded stream."""
+    shape = (config.refine_episodes, config.refine_samples, slots)
+    out = np.zeros((len(names), *shape))
+    for i, name in enumerate(names):
+        out[i] = np.random.default_rng([config.seed, user_seed(name)]).random(shape)
+    return out
+
+
 def refine(
     cache: RewardCache,
     users: Sequence[int],
@@ -56,18 +71,18 @@ def refine(
 ) -> list[Refinement]:
     """Refine `users` (indices into `cache`'s examples) together; `logits[k]` is the policy's
     [len(users), alternatives] logits of slot k, `policy_choices` its choices for them."""
-    rng = np.random.default_rng(config.seed)
     n = len(users)
+    draws = _draws([cache.examples.users[u] for u in users], len(logits), config)
     offsets = [np.zeros_like(np.asarray(lg, dtype=np.float64)) for lg in logits]
     own, own_logp = cache.rewards(users, policy_choices)
     best = [(float(own[i]), float(own_logp[i]), tuple(policy_choices[i])) for i in range(n)]
     tried: list[set[Choice]] = [{tuple(c)} for c in policy_choices]
-    for _ in range(config.refine_episodes):
+    for episode in range(config.refine_episodes):
         probs = [_softmax(np.asarray(lg) + off) for lg, off in zip(logits, offsets, strict=True)]
-        # [users, samples] per slot, drawn by inverse CDF from one seeded stream
+        # [users, samples] per slot, drawn by inverse CDF
         picks = [
-            (p.cumsum(1)[:, None, :] < rng.random((n, config.refine_samples, 1))).sum(2)
-            for p in probs
+            (p.cumsum(1)[:, None, :] < draws[:, episode, :, k, None]).sum(2)
+            for k, p in enumerate(probs)
         ]
         picks = [np.minimum(k, p.shape[1] - 1) for k, p in zip(picks, probs, strict=True)]
         flat_users = [u for u in users for _ in range(config.refine_samples)]

@@ -34,26 +34,52 @@ class ChoiceScorer:
         self.lm, self.metric_name, self.rows_per_call = lm, metric_name, rows_per_call
         lm.model.eval()
 
+    def _logits(self, fields: Sequence[PromptFields], choices: Sequence[Choice]) -> torch.Tensor:
+        tokens = [
+            render_choice(c, f, self.lm.max_history) for c, f in zip(choices, fields, strict=True)
+        ]
+        return item_scorer(self.lm)(*encode_token_lists(self.lm, tokens)).float()
+
     @torch.inference_mode()
-    def score(
+    def item_scores(self, fields: Sequence[PromptFields], choices: Sequence[Choice]) -> np.ndarray:
+        """[rows, n_items] item scores of `choices[j]`'s prompt for `fields[j]` (nothing
+        excluded: the caller's metric excludes seen items)."""
+        out = [
+            self._logits(
+                fields[lo : lo + self.rows_per_call], choices[lo : lo + self.rows_per_call]
+            )
+            .cpu()
+            .numpy()
+            for lo in range(0, len(fields), self.rows_per_call)
+        ]
+        return np.concatenate(out) if out else np.zeros((0, self.lm.n_items), dtype=np.float32)
+
+    @torch.inference_mode()
+    def ranks(
         self, fields: Sequence[PromptFields], targets: Sequence[int], choices: Sequence[Choice]
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Per row: the metric and the target's log-probability of `choices[j]` on example j."""
-        values, logps = [], []
+        """Per row: the target's 0-based rank and log-probability under `choices[j]` on
+        example j (seen items excluded except the target, as the metrics do)."""
+        ranks, logps = [], []
         for lo in range(0, len(fields), self.rows_per_call):
             rows = range(lo, min(lo + self.rows_per_call, len(fields)))
-            tokens = [render_choice(choices[j], fields[j], self.lm.max_history) for j in rows]
-            logits = item_scorer(self.lm)(*encode_token_lists(self.lm, tokens)).float()
+            logits = self._logits([fields[j] for j in rows], [choices[j] for j in rows])
             seen = [[i for i in fields[j].history if i != targets[j]] for j in rows]
             logits[row_col_indices(seen, logits.device)] = float("-inf")
             target = torch.as_tensor([targets[j] for j in rows], device=logits.device)
             at = logits.gather(1, target[:, None])
-            ranks = ((logits >= at).sum(1) - 1).cpu().numpy()
-            values.append(metric(self.metric_name, ranks))
+            ranks.append(((logits >= at).sum(1) - 1).cpu().numpy())
             logps.append((at[:, 0] - torch.logsumexp(logits, dim=1)).cpu().numpy())
-        if not values:
-            return np.zeros(0), np.zeros(0)
-        return np.concatenate(values), np.concatenate(logps)
+        if not ranks:
+            return np.zeros(0, dtype=np.int64), np.zeros(0)
+        return np.concatenate(ranks), np.concatenate(logps)
+
+    def score(
+        self, fields: Sequence[PromptFields], targets: Sequence[int], choices: Sequence[Choice]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per row: the metric and the target's log-probability of `choices[j]` on example j."""
+        ranks, logps = self.ranks(fields, targets, choices)
+        return metric(self.metric_name, ranks), logps
 
 
 Part = Literal["search", "held_out", "all"]

@@ -82,8 +82,15 @@ def choice_from_names(names: dict[str, str]) -> Choice:
 
 
 def choice_label(choice: Choice) -> str:
-    """A short name, e.g. "seq-1/all/profile+taste"."""
+    """A short name, e.g. "seq-1/all/profile+taste" (template/window/fields)."""
     return "/".join(choice_names(choice).values())
+
+
+def choice_from_label(label: str) -> Choice:
+    names = label.split("/")
+    if len(names) != len(SLOTS):
+        raise ValueError(f"{label!r} does not name one alternative per slot of {SLOT_NAMES}")
+    return choice_from_names(dict(zip(SLOT_NAMES, names, strict=True)))
 
 
 def window_items(choice: Choice, max_history: int) -> int:

@@ -5,8 +5,11 @@ A user's served choice: their kept refined choice, else the policy's choice from
 history (computed when the prompt is built), else the plain served prompt (no policy yet).
 
 Files: a choices file like PAP-REC's prompt set (model fingerprint, config, per-user slot
-choices and metrics) and, next to it, the policy directory (`policy.safetensors` and
-`policy.json`).
+choices as "template/window/fields" labels, e.g. "seq-2/all/taste", and metrics) and, next to
+it, the policy directory (`policy.safetensors` and `policy.json`). A user's `choice` there is
+the refined one if kept, else the policy's choice from the history before their selection items;
+the served choice of a user without a kept refinement is the policy's from their current
+history.
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ from promptrec.models.prompts.rpp.policy import RppPolicy
 from promptrec.models.prompts.rpp.refinement import Refinement
 from promptrec.models.prompts.rpp.slots import (
     Choice,
-    choice_from_names,
-    choice_names,
+    choice_from_label,
+    choice_label,
     choice_text,
 )
 
@@ -54,17 +57,17 @@ class RppState:
 
 def _outcome_json(o: Refinement) -> dict:
     body = asdict(o)
-    body["policy_choice"] = choice_names(o.policy_choice)
-    body["candidate"] = choice_names(o.candidate)
-    body["choice"] = choice_names(o.choice)
+    body["policy_choice"] = choice_label(o.policy_choice)
+    body["candidate"] = choice_label(o.candidate)
+    body["choice"] = choice_label(o.choice)
     body["text"] = choice_text(o.choice)
     return body
 
 
 def _outcome_from_json(body: dict) -> Refinement:
     fields = {k: v for k, v in body.items() if k not in ("choice", "text")}
-    fields["policy_choice"] = choice_from_names(body["policy_choice"])
-    fields["candidate"] = choice_from_names(body["candidate"])
+    fields["policy_choice"] = choice_from_label(body["policy_choice"])
+    fields["candidate"] = choice_from_label(body["candidate"])
     return Refinement(**fields)
 
 
