@@ -1,4 +1,6 @@
-"""`promptrec search`: PAP-REC's task-level and personal prompt search into a prompt set file."""
+"""`promptrec search`: a prompt strategy's search into its file: PAP-REC's task-level and personal
+tokens (a prompt set file), or RPP's policy and per-user slot choices (a choices file and the
+policy next to it)."""
 
 from __future__ import annotations
 
@@ -16,21 +18,41 @@ from promptrec.cli.options import (
     shown,
 )
 
-# A plain dataclass, no torch import: the search options' defaults are its own.
+# Plain dataclasses, no torch import: the search options' defaults are their own.
 from promptrec.models.prompts.paprec.config import PaprecConfig
+from promptrec.models.prompts.rpp.config import RppConfig
+
+DEFAULT_RPP_CHOICES = DEFAULT_PROMPTS.with_name("rpp.json")
+STRATEGIES = ("paprec", "rpp")
 
 
 def add_search_commands(commands: argparse._SubParsersAction) -> None:
-    search = commands.add_parser("search", help="PAP-REC prompt search: task + personal tokens")
+    search = commands.add_parser(
+        "search", help="prompt search: PAP-REC tokens (default) or RPP slot choices"
+    )
+    search.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        default="paprec",
+        help="paprec: task + personal trigger tokens; rpp: per-user sentence choices per slot "
+        "by an actor-critic policy (default paprec)",
+    )
     search.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     search.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    search.add_argument("--out", type=Path, default=DEFAULT_PROMPTS, help="prompt set file")
+    search.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=f"prompt set file (default {DEFAULT_PROMPTS}; rpp: {DEFAULT_RPP_CHOICES}, "
+        "its policy in the folder NAME-policy/ next to it)",
+    )
     search.add_argument("--task", choices=("sequential",), default="sequential")
     search.add_argument(
         "--personal",
         choices=("all", "warm", "cold", "none"),
         default="all",
-        help="users who get a personal search after the task-level one",
+        help="users who get a personal search after the task-level one (rpp: a refinement "
+        "after the policy is trained)",
     )
     # Defaults come from the config class: one place says what a search does by default.
     search.add_argument(
@@ -88,10 +110,39 @@ def add_search_commands(commands: argparse._SubParsersAction) -> None:
     )
     search.add_argument("--seed", type=int, default=PaprecConfig.seed)
     search.add_argument("--restart", action="store_true", help="ignore a partial --out file")
+    _add_rpp_options(search.add_argument_group("rpp", "options of --strategy rpp"))
     search.set_defaults(run=_search)
 
 
+def _add_rpp_options(group: argparse._ArgumentGroup) -> None:
+    for option, parse, what in (
+        ("iterations", positive_int, "policy updates"),
+        ("batch-users", positive_int, "users per policy update"),
+        ("hidden", positive_int, "width of each agent's actor and critic"),
+        ("train-users", positive_int, "warm users the policy is trained on (default all)"),
+        ("selection-per-user", positive_int, "each user's last training items used"),
+        ("refine-episodes", int, "per-user refinement episodes (0: the policy's choice only)"),
+        ("refine-samples", positive_int, "choices sampled per refinement episode"),
+        ("reward-metric", _one_metric, "the reward, minus the served prompt's"),
+    ):
+        default = getattr(RppConfig, option.replace("-", "_"))
+        shown_default = "" if default is None else f" (default {shown(default)})"
+        group.add_argument(
+            f"--{option}", type=parse, default=default, help=f"{what}{shown_default}"
+        )
+
+
+def _one_metric(text: str) -> str:
+    names = metric_list(text)
+    if len(names) != 1:
+        raise argparse.ArgumentTypeError("the reward is one metric, e.g. NDCG@10")
+    return names[0]
+
+
 def _search(args: argparse.Namespace) -> int:
+    if args.strategy == "rpp":
+        return _search_rpp(args)
+    args.out = args.out or DEFAULT_PROMPTS
     from promptrec.models.model_context import load_context
     from promptrec.models.prompts.paprec.pipeline import run_search
 
@@ -125,4 +176,44 @@ def _search(args: argparse.Namespace) -> int:
     print(f"task tokens: {' '.join(prompt_set.state.task_tokens)}")
     print(f"personal tokens kept by {kept} of {len(prompt_set.state.outcomes)} users")
     print(f"prompt set written to {args.out}")
+    return 0
+
+
+def _search_rpp(args: argparse.Namespace) -> int:
+    from promptrec.models.model_context import load_context
+    from promptrec.models.prompts.rpp.pipeline import run_rpp_search
+
+    out = args.out or DEFAULT_RPP_CHOICES
+    data, splits = load_splits(args.data)
+    lm, catalog, profiles = load_context(args.model, data, splits)
+    config = RppConfig(
+        reward_metric=args.reward_metric,
+        selection_per_user=args.selection_per_user,
+        train_users=args.train_users,
+        hidden=args.hidden,
+        iterations=args.iterations,
+        batch_users=args.batch_users,
+        refine_episodes=args.refine_episodes,
+        refine_samples=args.refine_samples,
+        seed=args.seed,
+    )
+    prompt_set = run_rpp_search(
+        lm,
+        splits,
+        catalog,
+        profiles,
+        out,
+        config,
+        args.task,
+        args.personal,
+        resume=not args.restart,
+    )
+    training = prompt_set.state.training
+    kept = sum(o.kept for o in prompt_set.state.outcomes.values())
+    print(
+        f"policy: {training['train_users']} users, kept iteration {training['best_iteration']} "
+        f"of {training['iterations']}, {training['total_seconds']} s"
+    )
+    print(f"refined choices kept by {kept} of {len(prompt_set.state.outcomes)} users")
+    print(f"choices written to {out}, policy to {out.parent / out.stem}-policy")
     return 0

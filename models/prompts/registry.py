@@ -1,12 +1,13 @@
 """Prompt strategies by name: the one table a setting, the CLI or the worker looks one up in.
 
-strategy = get_strategy("paprec")(lm, config)
+strategy = get_strategy("paprec")(lm, config)   # or "rpp"
 """
 
 from __future__ import annotations
 
 from promptrec.models.prompts.paprec.strategy import PaprecStrategy
 from promptrec.models.prompts.protocol import StrategyFactory
+from promptrec.models.prompts.rpp.strategy import RppStrategy
 
 _STRATEGIES: dict[str, StrategyFactory] = {}
 
@@ -32,3 +33,4 @@ def strategy_names() -> list[str]:
 
 
 register(PaprecStrategy.name, PaprecStrategy)
+register(RppStrategy.name, RppStrategy)
