@@ -25,6 +25,8 @@ from promptrec.core.db.base import Base, BigId, JsonValue
 ID_LENGTH = 128
 TASK_LENGTH = 32
 FINGERPRINT_LENGTH = 64
+STRATEGY_LENGTH = 32
+DEFAULT_STRATEGY = "paprec"
 
 
 def _created() -> Mapped[datetime]:
@@ -125,6 +127,10 @@ class SearchJob(Base):
     job_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     task: Mapped[str] = mapped_column(String(TASK_LENGTH))
     scope: Mapped[str] = mapped_column(String(16))  # a JobScope
+    # The prompt strategy the job searches with (`models.prompts.registry`).
+    strategy: Mapped[str] = mapped_column(
+        String(STRATEGY_LENGTH), default=DEFAULT_STRATEGY, server_default=DEFAULT_STRATEGY
+    )
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED, index=True)
     model_fingerprint: Mapped[str] = mapped_column(String(FINGERPRINT_LENGTH))
     error: Mapped[str | None] = mapped_column(Text)
@@ -165,7 +171,8 @@ class SearchJobUser(Base):
 
 
 class UserPrompt(Base):
-    """A user's personal tokens for a task, one row per version (rollback marks, never deletes)."""
+    """A user's prompt for a task, one row per version (rollback marks, never deletes): PAP-REC
+    personal tokens (`tokens`), or an RPP slot choice (`state`: {slot: alternative})."""
 
     __tablename__ = "user_prompts"
     # (user, task, job) is what makes the worker's write idempotent: a job that is delivered
@@ -180,7 +187,12 @@ class UserPrompt(Base):
     task: Mapped[str] = mapped_column(String(TASK_LENGTH))
     version: Mapped[int] = mapped_column(Integer)
     model_fingerprint: Mapped[str] = mapped_column(String(FINGERPRINT_LENGTH))
+    strategy: Mapped[str] = mapped_column(
+        String(STRATEGY_LENGTH), default=DEFAULT_STRATEGY, server_default=DEFAULT_STRATEGY
+    )
     tokens: Mapped[list[str]] = mapped_column(JsonValue)
+    # rpp: the slot choice, e.g. {"template": "seq-2", "window": "all", "fields": "taste"}.
+    state: Mapped[dict[str, Any] | None] = mapped_column(JsonValue)
     metric_before: Mapped[float | None] = mapped_column(Float)  # task-level prompt on the user
     metric_after: Mapped[float | None] = mapped_column(Float)  # with the personal tokens
     metrics: Mapped[dict[str, Any]] = mapped_column(JsonValue, default=dict)

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from promptrec.core.db.tables import PromptSet, User, UserPrompt
+from promptrec.core.db.tables import DEFAULT_STRATEGY, PromptSet, User, UserPrompt
 from promptrec.models.prompts.paprec.config import PaprecConfig
 from promptrec.models.prompts.paprec.state import config_from_json
 
@@ -100,6 +100,14 @@ class SearchedPrompt:
     metric_after: float | None = None
     metrics: dict[str, Any] | None = None
     job_id: str | None = None
+    strategy: str = DEFAULT_STRATEGY
+    state: dict[str, Any] | None = None  # rpp: the slot choice
+
+
+def is_personal(row: UserPrompt) -> bool:
+    """The version changes what the user is served: PAP-REC personal tokens, or an RPP choice
+    (a PAP-REC version without tokens records a search that kept the task-level prompt)."""
+    return bool(row.tokens) or row.state is not None
 
 
 async def add_user_prompt(session: AsyncSession, prompt: SearchedPrompt) -> UserPrompt:
@@ -122,7 +130,9 @@ async def add_user_prompt(session: AsyncSession, prompt: SearchedPrompt) -> User
         task=prompt.task,
         version=(latest or 0) + 1,
         model_fingerprint=prompt.fingerprint,
+        strategy=prompt.strategy,
         tokens=list(prompt.tokens),
+        state=prompt.state,
         metric_before=prompt.metric_before,
         metric_after=prompt.metric_after,
         metrics=prompt.metrics or {},
@@ -141,9 +151,9 @@ async def roll_back_user_prompt(
     current is None when the user is back on the task-level prompt; None if there was no
     current version to roll back."""
     current = await current_user_prompt(session, user_id, task, fingerprint)
-    if current is None or not current.tokens:
-        # No personal tokens are served (a version with none records a search that kept the
-        # task-level prompt): there is nothing to roll back.
+    if current is None or not is_personal(current):
+        # No personal prompt is served (a PAP-REC version without tokens records a search that
+        # kept the task-level prompt): there is nothing to roll back.
         return None
     current.rolled_back_at = datetime.now(UTC)
     await session.flush()
