@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 DATA ?= data/ml-100k
 MODEL ?= artifacts/rlm-small
 PROMPTS ?= artifacts/prompts/sequential.json
+RPP_PROMPTS ?= artifacts/prompts/rpp.json
 STAMP := $(VENV)/.installed
 
 .PHONY: run test setup lint typecheck data train eval bench-quality bench-paprec bench-serve bench-worker bench-faults clean
@@ -26,12 +27,13 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 
 # The shipped model is reused (trained only if missing); the dataset is loaded into the database
-# (embedded SQLite unless PROMPTREC_DATABASE_URL is set; loading is idempotent); then the API.
+# (embedded SQLite unless PROMPTREC_DATABASE_URL is set; loading is idempotent); then the prompts
+# of the active strategy: the PAP-REC set, or the RPP choices with PROMPTREC_STRATEGY=rpp; then the API.
 run: data
 	test -f $(MODEL)/model.safetensors || $(BIN)/promptrec train --preset small --data $(DATA) --out $(MODEL)
 	$(BIN)/promptrec db upgrade
 	$(BIN)/promptrec db load-dataset --data $(DATA)
-	$(BIN)/promptrec db load-prompts $(PROMPTS)
+	$(BIN)/promptrec db load-prompts $(if $(filter rpp,$(PROMPTREC_STRATEGY)),$(RPP_PROMPTS),$(PROMPTS))
 	@echo "PromptRec API on http://$(HOST):$(PORT)  (docs: http://$(HOST):$(PORT)/docs)"
 	@echo "try: curl -s -X POST http://$(HOST):$(PORT)/v1/users/1/recommendations -H 'content-type: application/json' -d '{\"task\": \"sequential\", \"count\": 10}'"
 	$(BIN)/promptrec serve --host $(HOST) --port $(PORT) --model $(MODEL)

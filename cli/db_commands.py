@@ -17,7 +17,9 @@ def add_db_commands(commands: argparse._SubParsersAction) -> None:
     load = db_commands.add_parser("load-dataset", help="users, items, interactions of a dataset")
     load.add_argument("--data", type=Path, help="dataset directory (PROMPTREC_DATA_DIR)")
     load.set_defaults(run=_db_load_dataset)
-    prompts = db_commands.add_parser("load-prompts", help="a prompt set file from `search`")
+    prompts = db_commands.add_parser(
+        "load-prompts", help="a prompt set file from `search` (PAP-REC set or RPP choices)"
+    )
     prompts.add_argument("file", type=Path, nargs="?", default=DEFAULT_PROMPTS)
     prompts.set_defaults(run=_db_load_prompts)
 
@@ -51,12 +53,15 @@ def _db_load_prompts(args: argparse.Namespace) -> int:
 
 def _check_prompt_fingerprint(path: Path, model_path: Path) -> None:
     """The API serves prompts searched on its own model only: refuse a set searched on another."""
+    from promptrec.core.db.prompt_loader import file_strategy
     from promptrec.models.prompts.paprec.state import PromptSet
+    from promptrec.models.prompts.rpp.state import RppPromptSet
     from promptrec.models.rlm.model import RecLM
 
     if not (model_path / "config.json").is_file():
         return  # no model yet: nothing to compare with
-    searched_on = PromptSet.load(path).model_fingerprint
+    load = RppPromptSet.load if file_strategy(path) == "rpp" else PromptSet.load
+    searched_on = load(path).model_fingerprint
     served = RecLM.load(model_path, "cpu").fingerprint()
     if searched_on != served:
         raise ValueError(

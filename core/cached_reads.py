@@ -52,10 +52,12 @@ class ServedPrompt:
     metric_after: float | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     searched_at: str | None = None
+    strategy: str = "paprec"  # the strategy of the user's version (paprec without one)
+    state: dict[str, Any] | None = None  # rpp: the slot choice the prompt is rendered from
 
     @property
     def personalized(self) -> bool:
-        return bool(self.personal_tokens)
+        return bool(self.personal_tokens) or self.state is not None
 
 
 async def _task_part(session: AsyncSession, task: str, fingerprint: str) -> dict[str, Any]:
@@ -75,6 +77,8 @@ async def _user_part(
         "read_at": time.time(),
         "tokens": list(row.tokens),
         "version": row.version,
+        "strategy": row.strategy,
+        "state": row.state,
         "metric_before": row.metric_before,
         "metric_after": row.metric_after,
         "metrics": dict(row.metrics or {}),
@@ -199,6 +203,8 @@ def _prompt(task_part: dict[str, Any], user_part: dict[str, Any]) -> ServedPromp
         metric_after=user_part.get("metric_after"),
         metrics=user_part.get("metrics") or {},
         searched_at=user_part.get("searched_at"),
+        strategy=user_part.get("strategy") or "paprec",
+        state=user_part.get("state"),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -65,6 +65,14 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1_048_576, ge=1024)
     max_events_per_request: int = Field(1000, ge=1)
     max_event_skew_s: int = Field(86_400, ge=0)  # how far in the future an event may lie
+
+    # The prompt strategy the workers search new and drifting users with, and admin jobs use by
+    # default (`models.prompts.registry`). The gateway serves whatever a user's current prompt
+    # version holds, whichever strategy wrote it.
+    strategy: Literal["paprec", "rpp"] = "paprec"
+    # RPP choices file (`promptrec search --strategy rpp`): the workers' RPP searches use its
+    # policy (next to it) and settings when it was trained on the served model.
+    rpp_choices_path: Path = Path("artifacts/prompts/rpp.json")
 
     # What the worker's triggers read: a new user gets a personal search after this many
     # events; a searched user is re-checked for drift after this many new events.

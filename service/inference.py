@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from promptrec.models.prompts.rendering import DEFAULT_TEMPLATE, UserPrompt, render_prompt
+from promptrec.models.prompts.rpp.slots import choice_from_names, render_choice
 from promptrec.models.ranking import encode_token_lists, rank_items, top_items
 from promptrec.models.rlm.model import RecLM
 from promptrec.models.templates import TEMPLATES, PromptFields
@@ -27,14 +28,19 @@ def prompt_tokens(
     profile: list[str],
     prompt: UserPrompt,
     candidates: Sequence[int] = (),
+    rpp_choice: dict[str, str] | None = None,
 ) -> list[str]:
-    """The served prompt: the task's template filled for the user, task tokens, personal tokens."""
+    """The served prompt: the task's template filled for the user, task tokens, personal
+    tokens; or, for a user whose version is an RPP choice ({slot: alternative}), the choice's
+    template, history window and stated fields (no trigger tokens, as RPP scored it)."""
     fields = PromptFields(
         history=list(history),
         profile=profile,
         taste=catalog.taste_words(list(history)),
         candidates=list(candidates) if task == "direct" else [],
     )
+    if rpp_choice is not None:
+        return render_choice(choice_from_names(rpp_choice), fields, lm.max_history)
     return render_prompt(TEMPLATES[DEFAULT_TEMPLATE[task]], fields, prompt, lm.max_history)
 
 

@@ -36,6 +36,7 @@ from promptrec.models.prompts.paprec.config import PaprecConfig
 from promptrec.models.rlm.model import RecLM
 from promptrec.models.user_context import ItemCatalog
 from promptrec.worker.retry import Backoff, isolating, set_within
+from promptrec.worker.rpp_searcher import RppSearcher, rpp_outcomes
 from promptrec.worker.searcher import NotEnoughHistory, PersonalSearcher
 
 log = logging.getLogger("promptrec.worker")
@@ -70,6 +71,7 @@ class Worker:
         self.lm, self.catalog = lm, catalog
         self.searcher = PersonalSearcher(lm, catalog)  # the default settings
         self._searchers: dict[PaprecConfig, PersonalSearcher] = {}
+        self._rpp: RppSearcher | None = None  # loaded at the first RPP job
         self.backoff = Backoff(settings.worker_max_backoff_s)
         self._stop = asyncio.Event()
         self._next_schedule = 0.0
@@ -83,6 +85,12 @@ class Worker:
         if config not in self._searchers:
             self._searchers[config] = PersonalSearcher(self.lm, self.catalog, config)
         return self._searchers[config]
+
+    def rpp_searcher(self) -> RppSearcher:
+        """RPP's policy and settings (`rpp_choices_path`), loaded once."""
+        if self._rpp is None:
+            self._rpp = RppSearcher.from_file(self.lm, self.catalog, self.settings.rpp_choices_path)
+        return self._rpp
 
     def stop(self) -> None:
         """Finish the batch in hand, then return from `run` (SIGTERM lands here)."""
@@ -156,6 +164,7 @@ class Worker:
                     self.fingerprint,
                     self.settings.new_user_events,
                     self.settings.drift_events,
+                    self.settings.strategy,
                 )
             if due:
                 await self.queue.enqueue(due)
@@ -259,30 +268,36 @@ class Worker:
         await self.queue.ack(finished)
         report.skipped += len(finished)
         todo = [d for d in live if d not in finished]
-        for task in sorted({d.parsed.task for d in todo}):
-            batch = [d for d in todo if d.parsed.task == task]
-            done, failed = await self._search_task(task, batch, items)
+        for task, strategy in sorted({(d.parsed.task, items[d.parsed.key].strategy) for d in todo}):
+            batch = [
+                d for d in todo if (d.parsed.task, items[d.parsed.key].strategy) == (task, strategy)
+            ]
+            done, failed = await self._search_task(task, strategy, batch, items)
             report.done += done
             report.failed += failed
         return report
 
     async def _search_task(
-        self, task: str, batch: list[Delivery], items: dict[tuple[str, str], job_repo.WorkItem]
+        self,
+        task: str,
+        strategy: str,
+        batch: list[Delivery],
+        items: dict[tuple[str, str], job_repo.WorkItem],
     ) -> tuple[int, int]:
         async with self.sessions() as session:
             prompt = await prompt_repo.task_prompt(session, task, self.fingerprint)
             users = await user_repo.load_users(
                 session, [d.parsed.user_id for d in batch], task, self.fingerprint
             )
-        outcomes, errors, final = await asyncio.to_thread(
-            self._compute,
-            task,
-            batch,
-            items,
-            users,
-            prompt.tokens,
-            self.searcher_for(prompt.config),
-        )
+
+        def compute():
+            if strategy == "rpp":
+                searches = [d.parsed for d in batch]
+                return rpp_outcomes(self.rpp_searcher(), self.fingerprint, searches, items, users)
+            searcher = self.searcher_for(prompt.config)
+            return self._compute(task, batch, items, users, prompt.tokens, searcher)
+
+        outcomes, errors, final = await asyncio.to_thread(compute)
         async with self.sessions() as session:
             written = await job_repo.finish(session, outcomes)
         for search in written:

@@ -32,6 +32,19 @@ class DriftCheck:
         return self.personal > self.task_level
 
 
+def known_history(catalog: ItemCatalog, user: UserData) -> list[int]:
+    """The user's history as item indices; raises `NotEnoughHistory` when too short."""
+    # Items added after the model was trained have no token: the model cannot read them.
+    index_of = catalog.index_of
+    history = [index_of[i] for i in user.history if i in index_of]
+    if len(history) < MIN_HISTORY:
+        raise NotEnoughHistory(
+            f"user {user.user_id} has {len(history)} interactions with items the model "
+            f"knows; a search needs at least {MIN_HISTORY}"
+        )
+    return history
+
+
 class PersonalSearcher:
     def __init__(self, lm: RecLM, catalog: ItemCatalog, config: PaprecConfig | None = None) -> None:
         self.config = config or PaprecConfig()
@@ -43,15 +56,7 @@ class PersonalSearcher:
         self._history(user)
 
     def _history(self, user: UserData) -> list[int]:
-        # Items added after the model was trained have no token: the model cannot read them.
-        index_of = self.catalog.index_of
-        history = [index_of[i] for i in user.history if i in index_of]
-        if len(history) < MIN_HISTORY:
-            raise NotEnoughHistory(
-                f"user {user.user_id} has {len(history)} interactions with items the model "
-                f"knows; a search needs at least {MIN_HISTORY}"
-            )
-        return history
+        return known_history(self.catalog, user)
 
     def _examples(self, users: list[UserData], per_user: int, held_out: int):
         return build_examples(

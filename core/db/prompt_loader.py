@@ -7,10 +7,12 @@ Never backwards: a version searched after the file was (a worker's search since,
 is kept, so loading the shipped file at every start (`make run`) cannot undo later searches.
 The set's search settings are stored with its tokens; the workers search with them.
 Users the database does not know are skipped and counted (load the dataset first).
+An RPP choices file is loaded by the same rule as versions of strategy rpp (`rpp_loader`).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,22 +33,26 @@ class PromptLoadReport:
     users_unchanged: int
     users_unknown: int
     users_newer: int = 0  # the database's version was searched after the file
+    strategy: str = "paprec"
 
     def line(self) -> str:
         task = "added as" if self.task_added else "unchanged at"
+        head = f"task tokens {task} version {self.task_version}; personal prompts"
+        if self.strategy != "paprec":  # no task-level part
+            head = f"{self.strategy} choices"
         return (
-            f"task tokens {task} version {self.task_version}; personal prompts: "
+            f"{head}: "
             f"{self.users_added} added, {self.users_unchanged} unchanged, "
             f"{self.users_newer} kept (searched after the file), "
             f"{self.users_unknown} users not in the database"
         )
 
 
-def _next_version(session: Session, column, *where) -> int:
+def next_version(session: Session, column, *where) -> int:
     return (session.scalar(select(func.max(column)).where(*where)) or 0) + 1
 
 
-def _newer(searched_at: datetime | None, than: datetime) -> bool:
+def newer(searched_at: datetime | None, than: datetime) -> bool:
     if searched_at is None:
         return False
     if searched_at.tzinfo is None:  # SQLite keeps no zone; we write UTC
@@ -54,7 +60,17 @@ def _newer(searched_at: datetime | None, than: datetime) -> bool:
     return searched_at > than
 
 
+def file_strategy(path: Path) -> str:
+    """The strategy whose file `path` is: rpp for an RPP choices file, else paprec."""
+    return json.loads(Path(path).read_text()).get("strategy") or "paprec"
+
+
 def load_prompt_set(engine: Engine, path: Path) -> PromptLoadReport:
+    """A PAP-REC prompt set, or an RPP choices file (`rpp_loader`)."""
+    if file_strategy(path) == "rpp":
+        from promptrec.core.db.rpp_loader import load_rpp_choices
+
+        return load_rpp_choices(engine, path)
     prompt_file = PromptSetFile.load(path)
     task, fingerprint = prompt_file.task, prompt_file.model_fingerprint
     served = DEFAULT_TEMPLATE.get(task)
@@ -76,10 +92,10 @@ def load_prompt_set(engine: Engine, path: Path) -> PromptLoadReport:
         )
         task_added = current is None or (
             list(current.tokens) != state.task_tokens
-            and not _newer(current.searched_at, searched_at)
+            and not newer(current.searched_at, searched_at)
         )
         if task_added:
-            version = _next_version(
+            version = next_version(
                 session,
                 PromptSet.version,
                 PromptSet.task == task,
@@ -103,7 +119,7 @@ def load_prompt_set(engine: Engine, path: Path) -> PromptLoadReport:
                 # Stored before sets kept their settings: this file is where they came from.
                 current.config, current.searched_at = config, searched_at
         known = set(session.scalars(select(User.user_id)))
-        added = unchanged = unknown = newer = 0
+        added = unchanged = unknown = kept_newer = 0
         for user, outcome in sorted(state.outcomes.items()):
             if user not in known:
                 unknown += 1
@@ -125,10 +141,10 @@ def load_prompt_set(engine: Engine, path: Path) -> PromptLoadReport:
             # A searched user who keeps the task-level prompt gets a version with no tokens:
             # the worker's new-user trigger then knows they were searched.
             tokens = list(outcome.tokens) if outcome.kept else []
-            if latest is not None and _newer(latest.searched_at, searched_at):
-                newer += 1
+            if latest is not None and newer(latest.searched_at, searched_at):
+                kept_newer += 1
                 continue
-            if latest is not None and list(latest.tokens) == tokens:
+            if latest is not None and latest.strategy == "paprec" and list(latest.tokens) == tokens:
                 unchanged += 1
                 continue
             session.add(
@@ -136,7 +152,7 @@ def load_prompt_set(engine: Engine, path: Path) -> PromptLoadReport:
                     user_id=user,
                     task=task,
                     model_fingerprint=fingerprint,
-                    version=_next_version(
+                    version=next_version(
                         session,
                         UserPrompt.version,
                         UserPrompt.user_id == user,
@@ -155,4 +171,4 @@ def load_prompt_set(engine: Engine, path: Path) -> PromptLoadReport:
                 )
             )
             added += 1
-    return PromptLoadReport(version, task_added, added, unchanged, unknown, newer)
+    return PromptLoadReport(version, task_added, added, unchanged, unknown, kept_newer)

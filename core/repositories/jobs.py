@@ -17,6 +17,7 @@ from sqlalchemy.orm import selectinload
 
 from promptrec.core.db.tables import (
     ACTIVE_STATUSES,
+    DEFAULT_STRATEGY,
     FINISHED_STATUSES,
     JobOutcome,
     JobScope,
@@ -39,12 +40,14 @@ async def create_job(
     user_ids: list[str],
     idempotency_key: str | None = None,
     request_hash: str | None = None,
+    strategy: str = DEFAULT_STRATEGY,
 ) -> SearchJob:
     """A queued job with one row per distinct user (in the order first given)."""
     job = SearchJob(
         job_id=uuid.uuid4().hex,
         task=task,
         scope=scope,
+        strategy=strategy,
         status=JobStatus.QUEUED,
         model_fingerprint=fingerprint,
         idempotency_key=idempotency_key,
@@ -76,6 +79,7 @@ class WorkItem:
     scope: JobScope  # DRIFTING asks for a drift check before a search
     status: JobStatus  # the (job, user) row's status when the batch started
     attempts: int
+    strategy: str = DEFAULT_STRATEGY  # the job's prompt strategy
 
 
 async def start_batch(
@@ -86,7 +90,7 @@ async def start_batch(
     keys = [s.key for s in searches]
     rows = (
         await session.execute(
-            select(SearchJobUser, SearchJob.scope)
+            select(SearchJobUser, SearchJob.scope, SearchJob.strategy)
             .join(SearchJob)
             .where(
                 SearchJobUser.job_id.in_({k[0] for k in keys}),
@@ -95,16 +99,16 @@ async def start_batch(
             .with_for_update(of=SearchJobUser)
         )
     ).all()
-    by_key = {(row.job_id, row.user_id): (row, scope) for row, scope in rows}
+    by_key = {(row.job_id, row.user_id): (row, scope, strategy) for row, scope, strategy in rows}
     out = {}
     for s in searches:
         if s.key not in by_key:
             continue
-        row, scope = by_key[s.key]
+        row, scope, strategy = by_key[s.key]
         if row.status not in FINISHED_STATUSES:
             row.status = JobStatus.RUNNING
             row.attempts += 1
-        out[s.key] = WorkItem(s, JobScope(scope), JobStatus(row.status), row.attempts)
+        out[s.key] = WorkItem(s, JobScope(scope), JobStatus(row.status), row.attempts, strategy)
     job_ids = {s.job_id for s in searches}
     await session.execute(
         update(SearchJob)
@@ -207,7 +211,12 @@ def _has_job_row(task: str, *statuses: str):
 
 
 async def schedule_due(
-    session: AsyncSession, task: str, fingerprint: str, new_user_events: int, drift_events: int
+    session: AsyncSession,
+    task: str,
+    fingerprint: str,
+    new_user_events: int,
+    drift_events: int,
+    strategy: str = DEFAULT_STRATEGY,
 ) -> list[SearchTask]:
     """Jobs for users that are due and not already in an active job: new users (enough events,
     never searched for the task; after a failed search, enough new events since) and drift
@@ -224,7 +233,7 @@ async def schedule_due(
             )
         )
         if user_ids:
-            job = await create_job(session, task, scope, fingerprint, user_ids)
+            job = await create_job(session, task, scope, fingerprint, user_ids, strategy=strategy)
             out.extend(SearchTask(job.job_id, u, task) for u in user_ids)
     await session.commit()
     return out

@@ -76,6 +76,13 @@ class UserData:
     occupation: str | None
     personal_tokens: list[str]  # current personal prompt (empty: the task-level prompt)
     events_since_search: int
+    rpp_choice: dict[str, str] | None = None  # the current version's RPP choice, if it is one
+
+
+def _rpp_choice(row: UserPrompt | None) -> dict[str, str] | None:
+    if row is None or row.strategy != "rpp" or row.state is None:
+        return None
+    return dict(row.state)
 
 
 async def load_users(
@@ -103,6 +110,7 @@ async def load_users(
             user.occupation,
             list(prompts[user_id].tokens) if user_id in prompts else [],
             user.events_since_search,
+            _rpp_choice(prompts.get(user_id)),
         )
         for user_id, user in rows_of.items()
     }

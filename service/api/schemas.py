@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from promptrec.models.prompts.registry import strategy_names
+
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
 Identifier = Annotated[
     str,
@@ -106,9 +108,19 @@ class EventsResponse(BaseModel):
 class PromptView(BaseModel):
     user_id: str
     task: Task
-    text: str = Field(description="task tokens then personal tokens, as the model reads them")
+    strategy: str = Field(
+        "paprec", description="the strategy of the user's version: paprec (tokens) or rpp"
+    )
+    text: str = Field(
+        description="paprec: task tokens then personal tokens, as the model reads them; rpp: "
+        "the chosen sentences, the user's fields and history as placeholders"
+    )
     task_tokens: list[str]
     personal_tokens: list[str]
+    choice: dict[str, str] | None = Field(
+        None, description="rpp: the alternative chosen per slot (template, window, fields)"
+    )
+    choice_text: str | None = Field(None, description="rpp: the chosen sentences as text")
     version: int
     task_version: int
     personalized: bool
@@ -123,11 +135,22 @@ class JobCreate(StrictModel):
     task: Task = "sequential"
     user_ids: list[Identifier] | None = Field(None, min_length=1, max_length=10_000)
     scope: Literal["new", "drifting", "all"] | None = None
+    strategy: str | None = Field(
+        None,
+        max_length=32,
+        description="the prompt strategy to search with: paprec or rpp (default: the active "
+        "one, PROMPTREC_STRATEGY)",
+    )
 
     @model_validator(mode="after")
     def _users_or_scope(self) -> JobCreate:
         if (self.user_ids is None) == (self.scope is None):
             raise ValueError("give exactly one of user_ids and scope")
+        if self.strategy is not None and self.strategy not in strategy_names():
+            known = ", ".join(strategy_names())
+            raise ValueError(f"unknown prompt strategy {self.strategy!r}; known: {known}")
+        if self.strategy == "rpp" and self.task != "sequential":
+            raise ValueError("the rpp strategy's slots are sequential prompts: use task sequential")
         return self
 
 
@@ -136,6 +159,7 @@ class JobCreated(BaseModel):
     status: str
     task: Task
     scope: str
+    strategy: str = "paprec"
     user_count: int
 
 
@@ -151,6 +175,7 @@ class JobView(BaseModel):
     job_id: str
     task: Task
     scope: str
+    strategy: str = "paprec"
     status: str
     model: str
     created_at: datetime

@@ -69,7 +69,8 @@ async def create_search_job(
     idempotency_key: IdempotencyKey = None,
 ) -> JobCreated:
     """Queue a prompt search for the given users, or for a scope: `new` (no personal prompt yet
-    and enough events), `drifting` (enough events since the last search), `all`. With an
+    and enough events), `drifting` (enough events since the last search), `all`; with
+    `strategy` (paprec or rpp; default: PROMPTREC_STRATEGY). With an
     `Idempotency-Key`, the same request posted again answers the job the first one made
     (nobody is searched twice); the key reused for another request is a 422."""
     settings = runtime.settings
@@ -92,7 +93,14 @@ async def create_search_job(
             session, scope, body.task, settings.new_user_events, settings.drift_events
         )
     job = await jobs.create_job(
-        session, body.task, scope, runtime.fingerprint, user_ids, idempotency_key, request_hash
+        session,
+        body.task,
+        scope,
+        runtime.fingerprint,
+        user_ids,
+        idempotency_key,
+        request_hash,
+        strategy=body.strategy or settings.strategy,
     )
     if not job.users:
         job.status = JobStatus.DONE  # nothing to search
@@ -125,6 +133,7 @@ def _created(job: SearchJob) -> JobCreated:
         status=job.status,
         task=job.task,
         scope=job.scope,
+        strategy=job.strategy,
         user_count=len(job.users),  # distinct users
     )
 
@@ -151,6 +160,7 @@ async def get_search_job(job_id: JobId, session: SessionDep) -> JobView:
         job_id=job.job_id,
         task=job.task,
         scope=job.scope,
+        strategy=job.strategy,
         status=job.status,
         model=job.model_fingerprint,
         created_at=job.created_at,

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from promptrec.core.cached_reads import ServedPrompt, served_prompt
 from promptrec.core.repositories import users
+from promptrec.models.prompts.rpp.slots import choice_from_names, choice_text
 from promptrec.service.api.access import CLIENT_RESPONSES, ClientRoute
 from promptrec.service.api.deps import RuntimeDep, SessionDep
 from promptrec.service.api.runtime import Runtime
@@ -26,12 +27,19 @@ TaskQuery = Annotated[Task, Query(description="sequential or direct")]
 
 
 def prompt_view(runtime: Runtime, user_id: str, task: str, prompt: ServedPrompt) -> PromptView:
+    choice = prompt.state if prompt.strategy == "rpp" else None
+    # An RPP choice replaces the template: the task tokens are not part of the user's prompt.
+    sentences = choice_text(choice_from_names(choice)) if choice is not None else None
+    task_tokens = list(prompt.task_tokens) if choice is None else []
     return PromptView(
         user_id=user_id,
         task=task,
-        text=" ".join((*prompt.task_tokens, *prompt.personal_tokens)),
-        task_tokens=list(prompt.task_tokens),
+        strategy=prompt.strategy,
+        text=sentences or " ".join((*task_tokens, *prompt.personal_tokens)),
+        task_tokens=task_tokens,
         personal_tokens=list(prompt.personal_tokens),
+        choice=dict(choice) if choice is not None else None,
+        choice_text=sentences,
         version=prompt.version,
         task_version=prompt.task_version,
         personalized=prompt.personalized,
