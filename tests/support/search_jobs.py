@@ -13,14 +13,18 @@ from promptrec.core.queue import SearchTask, StreamQueue
 from promptrec.core.repositories import jobs
 
 
-def queue_job(env: dict[str, str], user_ids: list[str], fingerprint: str, scope="users") -> str:
+def queue_job(
+    env: dict[str, str], user_ids: list[str], fingerprint: str, scope="users", strategy="paprec"
+) -> str:
     """What `POST /v1/admin/prompt-search-jobs` does: commit the job, then enqueue its users."""
 
     async def run() -> str:
         engine = make_async_engine(env["PROMPTREC_DATABASE_URL"])
         try:
             async with make_session_factory(engine)() as session:
-                job = await jobs.create_job(session, "sequential", scope, fingerprint, user_ids)
+                job = await jobs.create_job(
+                    session, "sequential", scope, fingerprint, user_ids, strategy=strategy
+                )
                 await session.commit()
             queue = StreamQueue(env["PROMPTREC_REDIS_URL"], env["PROMPTREC_REDIS_KEY_PREFIX"], "t")
             await queue.enqueue([SearchTask(job.job_id, u, "sequential") for u in user_ids])

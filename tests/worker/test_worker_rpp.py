@@ -1,0 +1,120 @@
+"""RPP end to end, with the shipped small model, its RPP policy and MovieLens-100k: the choices
+file loads as versions of strategy rpp (never twice), a new user who posts events over HTTP is
+given the policy's choice by the worker and is then served it (prompt view and ranking), and a
+`promptrec worker` process killed mid-batch of an RPP job loses no user and writes no version
+twice."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from promptrec.cli.demo import cold_users
+from promptrec.cli.gateway import gateway_app
+from promptrec.core.db.engine import make_sync_engine
+from promptrec.core.db.prompt_loader import load_prompt_set
+from promptrec.core.db.tables import UserPrompt
+from promptrec.models.prompts.rpp.slots import choice_from_names, render_choice
+from promptrec.models.prompts.rpp.state import RppPromptSet
+from promptrec.models.rlm.model import RecLM
+from promptrec.models.templates import PromptFields
+from promptrec.models.user_context import profile_words
+from promptrec.service.inference import Ranker, RankRequest
+from tests.support.databases import prepared_database
+from tests.support.paths import REPO, SMALL_MODEL
+from tests.support.processes import wait_for
+from tests.support.search_jobs import JobView, queue_job
+from tests.support.settings import service_settings, worker_env
+from tests.support.worker_process import workers
+from tests.worker.test_worker_recovery import USERS, prompt_versions, redis_server  # noqa: F401
+
+RPP_CHOICES = REPO / "artifacts" / "prompts" / "rpp.json"
+
+
+def test_the_rpp_choices_file_loads_as_rpp_versions_once(tmp_path, movielens_dir):
+    url = prepared_database(f"sqlite:///{tmp_path / 'rpp.db'}", movielens_dir)
+    engine = make_sync_engine(url)
+    first = load_prompt_set(engine, RPP_CHOICES)
+    again = load_prompt_set(engine, RPP_CHOICES)  # what `make run` does at every start
+    expected = RppPromptSet.load(RPP_CHOICES).state.outcomes
+    assert first.users_added == len(expected) and first.line().startswith("rpp choices: ")
+    assert again.users_added == 0 and again.users_unchanged == len(expected)
+    with Session(engine) as session:
+        row = session.scalar(select(UserPrompt).where(UserPrompt.user_id == "1"))
+    engine.dispose()
+    assert (row.strategy, row.tokens, row.version) == ("rpp", [], 1)
+    assert choice_from_names(row.state) == expected["1"].choice
+
+
+def test_a_new_user_posting_events_is_given_an_rpp_choice_and_served_it(tmp_path, movielens_dir):
+    url = prepared_database(f"sqlite:///{tmp_path / 'embedded.db'}", movielens_dir)
+    settings = service_settings(
+        url,
+        model_path=SMALL_MODEL,
+        embedded_worker=True,
+        strategy="rpp",
+        rpp_choices_path=RPP_CHOICES,
+        new_user_events=5,
+        worker_scheduler_interval_s=0.5,
+    )
+    user = cold_users(movielens_dir, 1)[0]
+    lm = RecLM.load(SMALL_MODEL)
+    with TestClient(gateway_app(settings, lm=lm)) as client:
+        events = [
+            {"event_id": f"e{k}", "user_id": user.user_id, "item_id": item, "timestamp": 1000 + k}
+            for k, item in enumerate(user.history)
+        ]
+        assert client.post("/v1/events", json={"events": events}).json()["accepted"] == len(events)
+        prompt_url = f"/v1/users/{user.user_id}/prompt"
+
+        def searched() -> bool:
+            return client.get(prompt_url, params={"task": "sequential"}).json()["version"] > 0
+
+        wait_for(searched, 120, "the in-process worker to give the new user an RPP choice")
+        view = client.get(prompt_url, params={"task": "sequential"}).json()
+        ranked = client.post(f"/v1/users/{user.user_id}/recommendations", json={"count": 10})
+        catalog = client.app.state.runtime.catalog
+    assert view["strategy"] == "rpp" and view["personalized"]
+    assert view["choice_text"] and view["metrics"]["choice"] == "/".join(view["choice"].values())
+    assert ranked.json()["prompt"]["version"] == view["version"]
+    # The recommendations are the ranking of the choice's prompt for the user's history.
+    history = [catalog.index_of[i] for i in user.history]
+    fields = PromptFields(history, profile_words(None, None, None), catalog.taste_words(history))
+    tokens = render_choice(choice_from_names(view["choice"]), fields, lm.max_history)
+    expected = Ranker(lm).rank([RankRequest(tokens, 10, tuple(history))])[0].items
+    assert [i["item_id"] for i in ranked.json()["items"]] == [catalog.item_ids[i] for i in expected]
+
+
+def test_a_worker_killed_mid_batch_of_an_rpp_job_loses_no_user(
+    tmp_path,
+    movielens_database,
+    redis_server,  # noqa: F811
+    small_fingerprint,
+):
+    env = worker_env(
+        movielens_database, redis_server.url, SMALL_MODEL, rpp_choices_path=str(RPP_CHOICES)
+    )
+    before = prompt_versions(movielens_database, USERS)
+    view = JobView(movielens_database, queue_job(env, USERS, small_fingerprint, strategy="rpp"))
+    with workers(env, tmp_path) as start:
+        first = start("first")
+        wait_for(lambda: view.statuses().get("running", 0) > 0, 120, "the first batch to start")
+        first.kill()
+        at_kill = view.statuses()
+        # Killed in the middle: a batch was marked running and not every user was done.
+        assert at_kill.get("running", 0) > 0 and at_kill.get("done", 0) < len(USERS), at_kill
+        second = start("second")
+        wait_for(view.finished, 180, "the second worker to finish the job")
+        assert second.alive
+    assert view.statuses() == {"done": len(USERS)}
+    assert view.versions_written() == dict.fromkeys(USERS, 1)
+    assert prompt_versions(movielens_database, USERS) == {u: before.get(u, 0) + 1 for u in USERS}
+    engine = make_sync_engine(movielens_database)
+    with Session(engine) as session:
+        written = session.scalars(
+            select(UserPrompt.strategy).where(UserPrompt.job_id == view.job_id)
+        ).all()
+    engine.dispose()
+    view.close()
+    assert written == ["rpp"] * len(USERS)
