@@ -2,7 +2,7 @@
 
 Revision ID: 0004
 Revises: 0003
-Create Date: 2026-12-10 09:00:00.000000
+Create Date: 2026-12-02 08:40:00.000000
 """
 
 from collections.abc import Sequence
