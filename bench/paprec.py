@@ -27,9 +27,9 @@ from promptrec.models.data.dataset import InteractionData
 from promptrec.models.data.splits import make_splits
 from promptrec.models.metrics import paired_bootstrap_ci
 from promptrec.models.prompts.paprec.config import PaprecConfig
-from promptrec.models.prompts.paprec.pipeline import run_search, training_examples
+from promptrec.models.prompts.paprec.pipeline import run_search
 from promptrec.models.prompts.paprec.search import PaprecSearch
-from promptrec.models.prompts.selection import SearchExamples
+from promptrec.models.prompts.selection import SearchExamples, training_examples
 from promptrec.models.report import (
     best_by_validation,
     load_context,

@@ -27,10 +27,11 @@ from promptrec.models.data.splits import make_splits
 from promptrec.models.evaluation import full_ranking_metrics, rlm_scores, user_fields
 from promptrec.models.metrics import paired_bootstrap_ci, parse_metric_list
 from promptrec.models.model_context import load_context
-from promptrec.models.prompts.paprec.pipeline import PERSONAL_CHUNK, training_examples
+from promptrec.models.prompts.paprec.pipeline import PERSONAL_CHUNK
 from promptrec.models.prompts.paprec.search import PaprecSearch
 from promptrec.models.prompts.paprec.state import PromptSet
 from promptrec.models.prompts.rendering import UserPrompt
+from promptrec.models.prompts.selection import training_examples
 
 # (personal tokens d, candidates k, selection examples per user, max cycles)
 GRID = (

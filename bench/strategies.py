@@ -39,9 +39,10 @@ from promptrec.models.model_context import load_context
 from promptrec.models.prompts.paprec.search import PaprecSearch
 from promptrec.models.prompts.paprec.state import PromptSet
 from promptrec.models.prompts.rpp.config import RppConfig
-from promptrec.models.prompts.rpp.pipeline import policy_users, selection_examples
+from promptrec.models.prompts.rpp.pipeline import policy_users
 from promptrec.models.prompts.rpp.search import RppSearch
 from promptrec.models.prompts.rpp.slots import DEFAULT_CHOICE, all_choices, choice_label
+from promptrec.models.prompts.selection import training_examples
 from promptrec.models.stream_report import stream_table
 
 METRICS = ("NDCG@10", "HR@10")
@@ -141,7 +142,7 @@ def main() -> None:
 
     # ---- RPP: the policy on warm users' selection items ---------------------------------------
     t0 = time.perf_counter()
-    train_examples = selection_examples(
+    train_examples = training_examples(
         splits, policy_users(splits, config), profiles, catalog, config
     )
     train_cache = rpp.cache(train_examples)
@@ -166,7 +167,7 @@ def main() -> None:
     paprec_scores = rlm_scores(lm, test_fields, prompt_set.config.template, paprec_prompts)
     policy_choices = rpp.choose(policy, test_fields)
     t0 = time.perf_counter()
-    refined = rpp.refine(policy, selection_examples(splits, users, profiles, catalog, config))
+    refined = rpp.refine(policy, training_examples(splits, users, profiles, catalog, config))
     refine_seconds = time.perf_counter() - t0
     with_refinement = [
         r.candidate if (r := refined.get(splits.users[u])) and r.kept else policy_choices[u]

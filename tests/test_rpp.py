@@ -15,7 +15,7 @@ from promptrec.models.data.splits import Splits
 from promptrec.models.prompts.protocol import PromptStrategy
 from promptrec.models.prompts.registry import get_strategy, strategy_names
 from promptrec.models.prompts.rpp.config import RppConfig
-from promptrec.models.prompts.rpp.pipeline import run_rpp_search, selection_examples
+from promptrec.models.prompts.rpp.pipeline import run_rpp_search
 from promptrec.models.prompts.rpp.policy import train_policy
 from promptrec.models.prompts.rpp.slots import (
     DEFAULT_CHOICE,
@@ -28,6 +28,7 @@ from promptrec.models.prompts.rpp.slots import (
 )
 from promptrec.models.prompts.rpp.state import RppPromptSet, RppState
 from promptrec.models.prompts.rpp.strategy import RppStrategy
+from promptrec.models.prompts.selection import training_examples
 from promptrec.models.rlm.model import RecLM
 from promptrec.models.templates import TEMPLATES, PromptFields, render_parts, templates_for
 from promptrec.models.text import item_token
@@ -127,7 +128,7 @@ def _outcome_table(prompt_set: RppPromptSet) -> dict:
 def test_selection_items_are_training_items_only(lm: RecLM, splits, context, tmp_path):
     catalog, profiles = context
     users = splits.user_indices("all")
-    examples = selection_examples(splits, users, profiles, catalog, SMALL)
+    examples = training_examples(splits, users, profiles, catalog, SMALL)
     for u, f, t in zip(examples.owner, examples.fields, examples.targets, strict=True):
         train = splits.train[users[u]]
         assert [*f.history, t] == train[: len(f.history) + 1]
@@ -172,7 +173,7 @@ def test_rpp_is_registered_and_encodes_each_users_choice(lm: RecLM, splits, cont
     start = strategy.initial_state()
     assert start.policy is None and not start.outcomes
 
-    examples = selection_examples(splits, range(30), profiles, catalog, SMALL)
+    examples = training_examples(splits, range(30), profiles, catalog, SMALL)
     state = strategy.search(examples, start)
     assert start == RppState() and state.policy is not None
     assert set(state.outcomes) == set(examples.users)
@@ -193,7 +194,7 @@ def test_rpp_is_registered_and_encodes_each_users_choice(lm: RecLM, splits, cont
 
     # Searching some users again leaves every other user's outcome as it was, and theirs the
     # same as in the larger batch (each user refines from their own seeded draws).
-    some = selection_examples(splits, range(5), profiles, catalog, SMALL)
+    some = training_examples(splits, range(5), profiles, catalog, SMALL)
     again = strategy.search(some, state)
     assert again.policy is state.policy
     for u in examples.users:

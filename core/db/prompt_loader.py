@@ -65,6 +65,30 @@ def file_strategy(path: Path) -> str:
     return json.loads(Path(path).read_text()).get("strategy") or "paprec"
 
 
+def next_user_version(session: Session, user: str, task: str) -> int:
+    return next_version(
+        session, UserPrompt.version, UserPrompt.user_id == user, UserPrompt.task == task
+    )
+
+
+def latest_locked(session: Session, user: str, task: str, fingerprint: str) -> UserPrompt | None:
+    """The user's current version for the task and model (not rolled back), after locking the
+    user's row (Postgres), so that a worker writing this user's next version waits for the
+    loader's transaction instead of taking the same number."""
+    session.execute(select(User.user_id).where(User.user_id == user).with_for_update())
+    return session.scalar(
+        select(UserPrompt)
+        .where(
+            UserPrompt.user_id == user,
+            UserPrompt.task == task,
+            UserPrompt.model_fingerprint == fingerprint,
+            UserPrompt.rolled_back_at.is_(None),
+        )
+        .order_by(UserPrompt.version.desc())
+        .limit(1)
+    )
+
+
 def load_prompt_set(engine: Engine, path: Path) -> PromptLoadReport:
     """A PAP-REC prompt set, or an RPP choices file (`rpp_loader`)."""
     if file_strategy(path) == "rpp":
@@ -124,20 +148,7 @@ def load_prompt_set(engine: Engine, path: Path) -> PromptLoadReport:
             if user not in known:
                 unknown += 1
                 continue
-            # Locks the user's row (Postgres) so that a worker writing this user's next
-            # version waits for this transaction instead of taking the same number.
-            session.execute(select(User.user_id).where(User.user_id == user).with_for_update())
-            latest = session.scalar(
-                select(UserPrompt)
-                .where(
-                    UserPrompt.user_id == user,
-                    UserPrompt.task == task,
-                    UserPrompt.model_fingerprint == fingerprint,
-                    UserPrompt.rolled_back_at.is_(None),
-                )
-                .order_by(UserPrompt.version.desc())
-                .limit(1)
-            )
+            latest = latest_locked(session, user, task, fingerprint)
             # A searched user who keeps the task-level prompt gets a version with no tokens:
             # the worker's new-user trigger then knows they were searched.
             tokens = list(outcome.tokens) if outcome.kept else []
@@ -152,12 +163,7 @@ def load_prompt_set(engine: Engine, path: Path) -> PromptLoadReport:
                     user_id=user,
                     task=task,
                     model_fingerprint=fingerprint,
-                    version=next_version(
-                        session,
-                        UserPrompt.version,
-                        UserPrompt.user_id == user,
-                        UserPrompt.task == task,
-                    ),
+                    version=next_user_version(session, user, task),
                     tokens=tokens,
                     metric_before=outcome.surrogate_before,
                     metric_after=outcome.surrogate_after

@@ -14,7 +14,12 @@ from pathlib import Path
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from promptrec.core.db.prompt_loader import PromptLoadReport, newer, next_version
+from promptrec.core.db.prompt_loader import (
+    PromptLoadReport,
+    latest_locked,
+    newer,
+    next_user_version,
+)
 from promptrec.core.db.tables import User, UserPrompt
 from promptrec.models.prompts.rpp.slots import choice_label, choice_names
 from promptrec.models.prompts.rpp.state import RppPromptSet
@@ -35,19 +40,7 @@ def load_rpp_choices(engine: Engine, path: Path) -> PromptLoadReport:
             if user not in known:
                 unknown += 1
                 continue
-            # Locks the user's row (Postgres): a worker writing this user's next version waits.
-            session.execute(select(User.user_id).where(User.user_id == user).with_for_update())
-            latest = session.scalar(
-                select(UserPrompt)
-                .where(
-                    UserPrompt.user_id == user,
-                    UserPrompt.task == task,
-                    UserPrompt.model_fingerprint == fingerprint,
-                    UserPrompt.rolled_back_at.is_(None),
-                )
-                .order_by(UserPrompt.version.desc())
-                .limit(1)
-            )
+            latest = latest_locked(session, user, task, fingerprint)
             state = choice_names(outcome.choice)
             if latest is not None and newer(latest.searched_at, searched_at):
                 kept_newer += 1
@@ -60,12 +53,7 @@ def load_rpp_choices(engine: Engine, path: Path) -> PromptLoadReport:
                     user_id=user,
                     task=task,
                     model_fingerprint=fingerprint,
-                    version=next_version(
-                        session,
-                        UserPrompt.version,
-                        UserPrompt.user_id == user,
-                        UserPrompt.task == task,
-                    ),
+                    version=next_user_version(session, user, task),
                     strategy=STRATEGY,
                     tokens=[],
                     state=state,

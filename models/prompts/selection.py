@@ -6,9 +6,13 @@ overfitting one item; the validation and test items are never looked at.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
+import numpy as np
+
+from promptrec.models.data.splits import Splits
 from promptrec.models.templates import PromptFields
 from promptrec.models.user_context import ItemCatalog
 
@@ -53,3 +57,39 @@ def build_examples(
             out.targets.append(history[len(history) - back])
             out.held_out.append(back <= held_out_per_user and n > held_out_per_user)
     return out
+
+
+class SelectionSettings(Protocol):
+    """What a strategy's config says about its selection examples."""
+
+    @property
+    def selection_per_user(self) -> int: ...
+
+    @property
+    def held_out_per_user(self) -> int: ...
+
+
+def training_examples(
+    splits: Splits,
+    users: Sequence[int] | np.ndarray,
+    profiles: list[list[str]],
+    catalog: ItemCatalog,
+    settings: SelectionSettings,
+) -> SearchExamples:
+    """Selection examples of these user indices from their training sequences only."""
+    return build_examples(
+        [splits.users[u] for u in users],
+        [splits.train[u] for u in users],
+        [profiles[u] for u in users],
+        catalog,
+        settings.selection_per_user,
+        settings.held_out_per_user,
+    )
+
+
+def users_to_search(splits: Splits, group: str, done: Container[str]) -> list[int]:
+    """User indices of `group` (all, warm, cold; none: nobody) not searched yet: a resumed
+    run goes on where it stopped."""
+    if group == "none":
+        return []
+    return [u for u in splits.user_indices(group) if splits.users[u] not in done]

@@ -80,3 +80,18 @@ class JobView:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def prompt_versions(database_url: str, user_ids: list[str]) -> dict[str, int]:
+    """Prompt versions per user (users with none left out)."""
+    engine = make_sync_engine(database_url)
+    try:
+        with Session(engine) as session:
+            rows = session.execute(
+                select(UserPrompt.user_id, func.count())
+                .where(UserPrompt.user_id.in_(user_ids))
+                .group_by(UserPrompt.user_id)
+            ).all()
+        return {user: n for user, n in rows}
+    finally:
+        engine.dispose()

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from tests.support.paths import REPO
-from tests.support.processes import promptrec_command
+from tests.support.processes import promptrec_command, wait_for
 
 
 class WorkerProcess:
@@ -66,3 +66,18 @@ def workers(env: dict[str, str], directory: Path) -> Iterator[Callable[[str], Wo
             process.close()
             status = "" if ended is None else f" (exited by itself, code {ended})"
             print(f"---- worker {process.log.stem}{status} ----\n{process.output()[-6000:]}")
+
+
+def kill_mid_batch_then_finish(env: dict[str, str], directory: Path, view, n_users: int) -> None:
+    """A first worker is SIGKILLed while a batch of the job is running, then a second one
+    finishes the job (claiming what the first held after the idle timeout)."""
+    with workers(env, directory) as start:
+        first = start("first")
+        wait_for(lambda: view.statuses().get("running", 0) > 0, 120, "the first batch to start")
+        first.kill()
+        at_kill = view.statuses()
+        # Killed in the middle: a batch was marked running and not every user was done.
+        assert at_kill.get("running", 0) > 0 and at_kill.get("done", 0) < n_users, at_kill
+        second = start("second")
+        wait_for(view.finished, 180, "the second worker to finish the job")
+        assert second.alive

@@ -15,6 +15,9 @@ from promptrec.models.data.movielens import fetch_movielens
 from promptrec.models.rlm.model import RecLM
 from tests.support.databases import prepared_database, temporary_postgres_database
 from tests.support.paths import MOVIELENS, SHIPPED_PROMPTS, SMALL_MODEL
+from tests.support.private_servers import RedisServer
+
+USERS = [str(u) for u in range(1, 33)]  # a job of four worker batches of 8
 
 
 @pytest.fixture(scope="session")
@@ -49,3 +52,12 @@ def movielens_template(movielens_dir) -> Iterator[str]:
 def movielens_database(movielens_template) -> Iterator[str]:
     with temporary_postgres_database(template=movielens_template) as url:
         yield url
+
+
+@pytest.fixture
+def redis_server(tmp_path) -> Iterator[RedisServer]:
+    """A private Redis the test may kill or restart."""
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()

@@ -6,43 +6,18 @@ from __future__ import annotations
 
 import time
 
-import pytest
 import redis
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from promptrec.core.db.engine import make_sync_engine
-from promptrec.core.db.tables import User, UserPrompt
+from promptrec.core.db.tables import User
 from tests.support.paths import SHIPPED_PROMPTS, SMALL_MODEL
-from tests.support.private_servers import PostgresServer, RedisServer
+from tests.support.private_servers import PostgresServer
 from tests.support.processes import wait_for
-from tests.support.search_jobs import JobView, queue_job
+from tests.support.search_jobs import JobView, prompt_versions, queue_job
 from tests.support.settings import worker_env
-from tests.support.worker_process import workers
-
-USERS = [str(u) for u in range(1, 33)]  # four batches of 8
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
-
-
-def prompt_versions(database_url: str, user_ids: list[str]) -> dict[str, int]:
-    engine = make_sync_engine(database_url)
-    try:
-        with Session(engine) as session:
-            rows = session.execute(
-                select(UserPrompt.user_id, func.count())
-                .where(UserPrompt.user_id.in_(user_ids))
-                .group_by(UserPrompt.user_id)
-            ).all()
-        return dict(rows)
-    finally:
-        engine.dispose()
+from tests.support.worker_process import kill_mid_batch_then_finish, workers
+from tests.worker.conftest import USERS
 
 
 def queued_job(database_url: str, redis_url: str, fingerprint: str, **settings):
@@ -65,16 +40,7 @@ def test_a_worker_killed_mid_batch_loses_no_user(
     tmp_path, movielens_database, redis_server, small_fingerprint
 ):
     env, before, view = queued_job(movielens_database, redis_server.url, small_fingerprint)
-    with workers(env, tmp_path) as start:
-        first = start("first")
-        wait_for(lambda: view.statuses().get("running", 0) > 0, 120, "the first batch to start")
-        first.kill()
-        at_kill = view.statuses()
-        # Killed in the middle: a batch was marked running and not every user was done.
-        assert at_kill.get("running", 0) > 0 and at_kill.get("done", 0) < len(USERS), at_kill
-        second = start("second")
-        wait_for(view.finished, 180, "the second worker to finish the job")
-        assert second.alive
+    kill_mid_batch_then_finish(env, tmp_path, view, len(USERS))
     # The users the first worker held were claimed by the second after the idle timeout.
     assert_every_user_has_one_new_version(view, movielens_database, before)
     view.close()

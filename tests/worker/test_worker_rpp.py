@@ -24,10 +24,10 @@ from promptrec.service.inference import Ranker, RankRequest
 from tests.support.databases import prepared_database
 from tests.support.paths import REPO, SMALL_MODEL
 from tests.support.processes import wait_for
-from tests.support.search_jobs import JobView, queue_job
+from tests.support.search_jobs import JobView, prompt_versions, queue_job
 from tests.support.settings import service_settings, worker_env
-from tests.support.worker_process import workers
-from tests.worker.test_worker_recovery import USERS, prompt_versions, redis_server  # noqa: F401
+from tests.support.worker_process import kill_mid_batch_then_finish
+from tests.worker.conftest import USERS
 
 RPP_CHOICES = REPO / "artifacts" / "prompts" / "rpp.json"
 
@@ -89,7 +89,7 @@ def test_a_new_user_posting_events_is_given_an_rpp_choice_and_served_it(tmp_path
 def test_a_worker_killed_mid_batch_of_an_rpp_job_loses_no_user(
     tmp_path,
     movielens_database,
-    redis_server,  # noqa: F811
+    redis_server,
     small_fingerprint,
 ):
     env = worker_env(
@@ -97,16 +97,7 @@ def test_a_worker_killed_mid_batch_of_an_rpp_job_loses_no_user(
     )
     before = prompt_versions(movielens_database, USERS)
     view = JobView(movielens_database, queue_job(env, USERS, small_fingerprint, strategy="rpp"))
-    with workers(env, tmp_path) as start:
-        first = start("first")
-        wait_for(lambda: view.statuses().get("running", 0) > 0, 120, "the first batch to start")
-        first.kill()
-        at_kill = view.statuses()
-        # Killed in the middle: a batch was marked running and not every user was done.
-        assert at_kill.get("running", 0) > 0 and at_kill.get("done", 0) < len(USERS), at_kill
-        second = start("second")
-        wait_for(view.finished, 180, "the second worker to finish the job")
-        assert second.alive
+    kill_mid_batch_then_finish(env, tmp_path, view, len(USERS))
     assert view.statuses() == {"done": len(USERS)}
     assert view.versions_written() == dict.fromkeys(USERS, 1)
     assert prompt_versions(movielens_database, USERS) == {u: before.get(u, 0) + 1 for u in USERS}

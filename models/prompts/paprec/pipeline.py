@@ -4,7 +4,6 @@ interrupted run resumes where it stopped."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -14,29 +13,11 @@ from promptrec.models.data.splits import Splits
 from promptrec.models.prompts.paprec.config import PaprecConfig
 from promptrec.models.prompts.paprec.search import PaprecSearch
 from promptrec.models.prompts.paprec.state import PaprecState, PromptSet
-from promptrec.models.prompts.selection import SearchExamples, build_examples
+from promptrec.models.prompts.selection import training_examples, users_to_search
 from promptrec.models.rlm.model import RecLM
 from promptrec.models.user_context import ItemCatalog
 
 PERSONAL_CHUNK = 128
-
-
-def training_examples(
-    splits: Splits,
-    users: Sequence[int] | np.ndarray,
-    profiles: list[list[str]],
-    catalog: ItemCatalog,
-    config: PaprecConfig,
-) -> SearchExamples:
-    """Selection examples of these user indices from their training sequences only."""
-    return build_examples(
-        [splits.users[u] for u in users],
-        [splits.train[u] for u in users],
-        [profiles[u] for u in users],
-        catalog,
-        config.selection_per_user,
-        config.held_out_per_user,
-    )
 
 
 def run_search(
@@ -78,15 +59,7 @@ def run_search(
         prompt_set.state.task_complete = True
         prompt_set.save(out)
 
-    pending = (
-        []
-        if personal_users == "none"
-        else [
-            u
-            for u in splits.user_indices(personal_users)
-            if splits.users[u] not in prompt_set.state.outcomes
-        ]
-    )
+    pending = users_to_search(splits, personal_users, prompt_set.state.outcomes)
     bar = tqdm(total=len(pending), disable=not progress, desc="personal search", unit="user")
     for lo in range(0, len(pending), PERSONAL_CHUNK):
         chunk = np.array(pending[lo : lo + PERSONAL_CHUNK])

@@ -5,7 +5,6 @@ interrupted run resumes where it stopped."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -16,29 +15,11 @@ from promptrec.models.data.splits import Splits
 from promptrec.models.prompts.rpp.config import RppConfig
 from promptrec.models.prompts.rpp.search import RppSearch
 from promptrec.models.prompts.rpp.state import RppPromptSet, RppState
-from promptrec.models.prompts.selection import SearchExamples, build_examples
+from promptrec.models.prompts.selection import training_examples, users_to_search
 from promptrec.models.rlm.model import RecLM
 from promptrec.models.user_context import ItemCatalog
 
 REFINE_CHUNK = 256
-
-
-def selection_examples(
-    splits: Splits,
-    users: Sequence[int] | np.ndarray,
-    profiles: list[list[str]],
-    catalog: ItemCatalog,
-    config: RppConfig,
-) -> SearchExamples:
-    """Selection examples of these user indices from their training sequences only."""
-    return build_examples(
-        [splits.users[u] for u in users],
-        [splits.train[u] for u in users],
-        [profiles[u] for u in users],
-        catalog,
-        config.selection_per_user,
-        config.held_out_per_user,
-    )
 
 
 def policy_users(splits: Splits, config: RppConfig) -> np.ndarray:
@@ -75,7 +56,7 @@ def run_rpp_search(
     search = RppSearch(lm, config, progress=progress)
     if prompt_set.state.policy is None:
         started = time.perf_counter()
-        examples = selection_examples(
+        examples = training_examples(
             splits, policy_users(splits, config), profiles, catalog, config
         )
         cache = search.cache(examples)
@@ -88,19 +69,11 @@ def run_rpp_search(
         }
         prompt_set.save(out)
 
-    pending = (
-        []
-        if personal_users == "none"
-        else [
-            u
-            for u in splits.user_indices(personal_users)
-            if splits.users[u] not in prompt_set.state.outcomes
-        ]
-    )
+    pending = users_to_search(splits, personal_users, prompt_set.state.outcomes)
     bar = tqdm(total=len(pending), disable=not progress, desc="RPP refinement", unit="user")
     for lo in range(0, len(pending), REFINE_CHUNK):
         chunk = pending[lo : lo + REFINE_CHUNK]
-        examples = selection_examples(splits, chunk, profiles, catalog, config)
+        examples = training_examples(splits, chunk, profiles, catalog, config)
         prompt_set.state.apply(search.refine(prompt_set.state.policy, examples))
         prompt_set.save(out)
         bar.update(len(chunk))
