@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from promptrec.cli.options import DEFAULT_PROMPTS
+from promptrec.models.prompts.names import StrategyName
 
 
 def add_db_commands(commands: argparse._SubParsersAction) -> None:
@@ -60,7 +61,7 @@ def _check_prompt_fingerprint(path: Path, model_path: Path) -> None:
 
     if not (model_path / "config.json").is_file():
         return  # no model yet: nothing to compare with
-    load = RppPromptSet.load if file_strategy(path) == "rpp" else PromptSet.load
+    load = RppPromptSet.load if file_strategy(path) == StrategyName.RPP else PromptSet.load
     searched_on = load(path).model_fingerprint
     served = RecLM.load(model_path, "cpu").fingerprint()
     if searched_on != served:

@@ -17,13 +17,13 @@ from promptrec.cli.options import (
     share_or_none,
     shown,
 )
+from promptrec.models.prompts.names import StrategyName
 
 # Plain dataclasses, no torch import: the search options' defaults are their own.
 from promptrec.models.prompts.paprec.config import PaprecConfig
 from promptrec.models.prompts.rpp.config import RppConfig
 
 DEFAULT_RPP_CHOICES = DEFAULT_PROMPTS.with_name("rpp.json")
-STRATEGIES = ("paprec", "rpp")
 
 
 def add_search_commands(commands: argparse._SubParsersAction) -> None:
@@ -32,8 +32,8 @@ def add_search_commands(commands: argparse._SubParsersAction) -> None:
     )
     search.add_argument(
         "--strategy",
-        choices=STRATEGIES,
-        default="paprec",
+        choices=tuple(StrategyName),
+        default=StrategyName.PAPREC,
         help="paprec: task + personal trigger tokens; rpp: per-user sentence choices per slot "
         "by an actor-critic policy (default paprec)",
     )
@@ -140,7 +140,7 @@ def _one_metric(text: str) -> str:
 
 
 def _search(args: argparse.Namespace) -> int:
-    if args.strategy == "rpp":
+    if args.strategy == StrategyName.RPP:
         return _search_rpp(args)
     args.out = args.out or DEFAULT_PROMPTS
     from promptrec.models.model_context import load_context

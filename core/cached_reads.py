@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from promptrec.core.cache import PromptCache
 from promptrec.core.db.engine import DATABASE_UNAVAILABLE
 from promptrec.core.repositories import interactions, prompts, users
+from promptrec.models.prompts.names import StrategyName
 
 log = logging.getLogger("promptrec.cache")
 
@@ -52,8 +53,13 @@ class ServedPrompt:
     metric_after: float | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     searched_at: str | None = None
-    strategy: str = "paprec"  # the strategy of the user's version (paprec without one)
+    strategy: str = StrategyName.PAPREC  # the strategy of the user's version
     state: dict[str, Any] | None = None  # rpp: the slot choice the prompt is rendered from
+
+    @property
+    def rpp_choice(self) -> dict[str, Any] | None:
+        """The slot choice an rpp version is rendered from (None for other strategies)."""
+        return self.state if self.strategy == StrategyName.RPP else None
 
     @property
     def personalized(self) -> bool:
@@ -203,7 +209,7 @@ def _prompt(task_part: dict[str, Any], user_part: dict[str, Any]) -> ServedPromp
         metric_after=user_part.get("metric_after"),
         metrics=user_part.get("metrics") or {},
         searched_at=user_part.get("searched_at"),
-        strategy=user_part.get("strategy") or "paprec",
+        strategy=user_part.get("strategy") or StrategyName.PAPREC,
         state=user_part.get("state"),
     )
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from promptrec.models.prompts.names import StrategyName
 
 DEFAULT_DATABASE_URL = "sqlite:///data/promptrec.db"
 
@@ -69,7 +71,7 @@ class Settings(BaseSettings):
     # The prompt strategy the workers search new and drifting users with, and admin jobs use by
     # default (`models.prompts.registry`). The gateway serves whatever a user's current prompt
     # version holds, whichever strategy wrote it.
-    strategy: Literal["paprec", "rpp"] = "paprec"
+    strategy: StrategyName = StrategyName.PAPREC
     # RPP choices file (`promptrec search --strategy rpp`): the workers' RPP searches use its
     # policy (next to it) and settings when it was trained on the served model.
     rpp_choices_path: Path = Path("artifacts/prompts/rpp.json")

@@ -16,6 +16,7 @@ from promptrec.core.queue import SearchTask
 from promptrec.core.repositories.jobs import Outcome, WorkItem
 from promptrec.core.repositories.prompts import SearchedPrompt
 from promptrec.core.repositories.users import UserData
+from promptrec.models.prompts.names import StrategyName
 from promptrec.models.prompts.rpp.config import RppConfig
 from promptrec.models.prompts.rpp.policy import RppPolicy
 from promptrec.models.prompts.rpp.refinement import Refinement
@@ -38,7 +39,7 @@ from promptrec.worker.searcher import MAX_DRIFT_EVENTS, DriftCheck, NotEnoughHis
 
 log = logging.getLogger("promptrec.worker")
 
-STRATEGY = "rpp"
+STRATEGY = StrategyName.RPP
 
 
 @dataclass(frozen=True)

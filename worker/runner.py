@@ -32,6 +32,7 @@ from promptrec.core.repositories import prompts as prompt_repo
 from promptrec.core.repositories import users as user_repo
 from promptrec.core.repositories.prompts import SearchedPrompt
 from promptrec.core.settings import Settings
+from promptrec.models.prompts.names import StrategyName
 from promptrec.models.prompts.paprec.config import PaprecConfig
 from promptrec.models.rlm.model import RecLM
 from promptrec.models.user_context import ItemCatalog
@@ -291,7 +292,7 @@ class Worker:
             )
 
         def compute():
-            if strategy == "rpp":
+            if strategy == StrategyName.RPP:
                 searches = [d.parsed for d in batch]
                 return rpp_outcomes(self.rpp_searcher(), self.fingerprint, searches, items, users)
             searcher = self.searcher_for(prompt.config)

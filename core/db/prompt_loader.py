@@ -21,6 +21,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from promptrec.core.db.tables import PromptSet, User, UserPrompt
+from promptrec.models.prompts.names import StrategyName
 from promptrec.models.prompts.paprec.state import PromptSet as PromptSetFile
 from promptrec.models.prompts.rendering import DEFAULT_TEMPLATE
 
@@ -33,12 +34,12 @@ class PromptLoadReport:
     users_unchanged: int
     users_unknown: int
     users_newer: int = 0  # the database's version was searched after the file
-    strategy: str = "paprec"
+    strategy: str = StrategyName.PAPREC
 
     def line(self) -> str:
         task = "added as" if self.task_added else "unchanged at"
         head = f"task tokens {task} version {self.task_version}; personal prompts"
-        if self.strategy != "paprec":  # no task-level part
+        if self.strategy != StrategyName.PAPREC:  # no task-level part
             head = f"{self.strategy} choices"
         return (
             f"{head}: "
@@ -62,7 +63,7 @@ def newer(searched_at: datetime | None, than: datetime) -> bool:
 
 def file_strategy(path: Path) -> str:
     """The strategy whose file `path` is: rpp for an RPP choices file, else paprec."""
-    return json.loads(Path(path).read_text()).get("strategy") or "paprec"
+    return json.loads(Path(path).read_text()).get("strategy") or StrategyName.PAPREC
 
 
 def next_user_version(session: Session, user: str, task: str) -> int:
@@ -91,7 +92,7 @@ def latest_locked(session: Session, user: str, task: str, fingerprint: str) -> U
 
 def load_prompt_set(engine: Engine, path: Path) -> PromptLoadReport:
     """A PAP-REC prompt set, or an RPP choices file (`rpp_loader`)."""
-    if file_strategy(path) == "rpp":
+    if file_strategy(path) == StrategyName.RPP:
         from promptrec.core.db.rpp_loader import load_rpp_choices
 
         return load_rpp_choices(engine, path)
@@ -155,7 +156,11 @@ def load_prompt_set(engine: Engine, path: Path) -> PromptLoadReport:
             if latest is not None and newer(latest.searched_at, searched_at):
                 kept_newer += 1
                 continue
-            if latest is not None and latest.strategy == "paprec" and list(latest.tokens) == tokens:
+            if (
+                latest is not None
+                and latest.strategy == StrategyName.PAPREC
+                and list(latest.tokens) == tokens
+            ):
                 unchanged += 1
                 continue
             session.add(

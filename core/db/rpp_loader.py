@@ -21,10 +21,11 @@ from promptrec.core.db.prompt_loader import (
     next_user_version,
 )
 from promptrec.core.db.tables import User, UserPrompt
+from promptrec.models.prompts.names import StrategyName
 from promptrec.models.prompts.rpp.slots import choice_label, choice_names
 from promptrec.models.prompts.rpp.state import RppPromptSet
 
-STRATEGY = "rpp"
+STRATEGY = StrategyName.RPP
 
 
 def load_rpp_choices(engine: Engine, path: Path) -> PromptLoadReport:

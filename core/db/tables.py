@@ -21,12 +21,13 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from promptrec.core.db.base import Base, BigId, JsonValue
+from promptrec.models.prompts.names import StrategyName
 
 ID_LENGTH = 128
 TASK_LENGTH = 32
 FINGERPRINT_LENGTH = 64
 STRATEGY_LENGTH = 32
-DEFAULT_STRATEGY = "paprec"
+DEFAULT_STRATEGY = StrategyName.PAPREC.value
 
 
 def _created() -> Mapped[datetime]:

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from promptrec.core.db.tables import Interaction, JobScope, User, UserPrompt
 from promptrec.core.repositories.prompts import current_user_prompts
 from promptrec.core.repositories.upsert import insert_ignoring_conflicts
+from promptrec.models.prompts.names import StrategyName
 
 
 async def get_user(session: AsyncSession, user_id: str) -> User | None:
@@ -80,7 +81,7 @@ class UserData:
 
 
 def _rpp_choice(row: UserPrompt | None) -> dict[str, str] | None:
-    if row is None or row.strategy != "rpp" or row.state is None:
+    if row is None or row.strategy != StrategyName.RPP or row.state is None:
         return None
     return dict(row.state)
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from promptrec.models.prompts.names import StrategyName
 from promptrec.models.prompts.registry import strategy_names
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
@@ -109,7 +110,8 @@ class PromptView(BaseModel):
     user_id: str
     task: Task
     strategy: str = Field(
-        "paprec", description="the strategy of the user's version: paprec (tokens) or rpp"
+        StrategyName.PAPREC,
+        description="the strategy of the user's version: paprec (tokens) or rpp",
     )
     text: str = Field(
         description="paprec: task tokens then personal tokens, as the model reads them; rpp: "
@@ -149,7 +151,7 @@ class JobCreate(StrictModel):
         if self.strategy is not None and self.strategy not in strategy_names():
             known = ", ".join(strategy_names())
             raise ValueError(f"unknown prompt strategy {self.strategy!r}; known: {known}")
-        if self.strategy == "rpp" and self.task != "sequential":
+        if self.strategy == StrategyName.RPP and self.task != "sequential":
             raise ValueError("the rpp strategy's slots are sequential prompts: use task sequential")
         return self
 
@@ -159,7 +161,7 @@ class JobCreated(BaseModel):
     status: str
     task: Task
     scope: str
-    strategy: str = "paprec"
+    strategy: str = StrategyName.PAPREC
     user_count: int
 
 
@@ -175,7 +177,7 @@ class JobView(BaseModel):
     job_id: str
     task: Task
     scope: str
-    strategy: str = "paprec"
+    strategy: str = StrategyName.PAPREC
     status: str
     model: str
     created_at: datetime

@@ -7,6 +7,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from promptrec.models.prompts.names import StrategyName
 from promptrec.models.prompts.paprec.config import PaprecConfig
 from promptrec.models.prompts.rendering import UserPrompt
 
@@ -69,7 +70,7 @@ class PromptSet:
     def save(self, path: Path) -> None:
         body = {
             "format": FORMAT,
-            "strategy": "paprec",
+            "strategy": StrategyName.PAPREC.value,
             "task": self.task,
             "model_fingerprint": self.model_fingerprint,
             "created_at": self.created_at,

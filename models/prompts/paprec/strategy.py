@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 
+from promptrec.models.prompts.names import StrategyName
 from promptrec.models.prompts.paprec.config import PaprecConfig
 from promptrec.models.prompts.paprec.search import PaprecSearch
 from promptrec.models.prompts.paprec.state import PaprecState
@@ -17,7 +18,7 @@ from promptrec.models.templates import PromptFields
 
 
 class PaprecStrategy:
-    name = "paprec"
+    name: str = StrategyName.PAPREC
 
     def __init__(self, lm: RecLM, config: PaprecConfig | None = None, progress: bool = False):
         self.paprec = PaprecSearch(lm, config, progress=progress)

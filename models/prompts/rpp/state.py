@@ -20,6 +20,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from promptrec.models.prompts.names import StrategyName
 from promptrec.models.prompts.rpp.config import RppConfig
 from promptrec.models.prompts.rpp.policy import RppPolicy
 from promptrec.models.prompts.rpp.refinement import Refinement
@@ -89,7 +90,7 @@ class RppPromptSet:
             self.state.policy.save(target, meta)
         body = {
             "format": FORMAT,
-            "strategy": "rpp",
+            "strategy": StrategyName.RPP.value,
             "task": self.task,
             "model_fingerprint": self.model_fingerprint,
             "created_at": self.created_at,

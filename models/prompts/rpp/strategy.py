@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from promptrec.models.prompts.names import StrategyName
 from promptrec.models.prompts.protocol import PromptBatch
 from promptrec.models.prompts.rpp.config import RppConfig
 from promptrec.models.prompts.rpp.search import RppSearch
@@ -17,7 +18,7 @@ from promptrec.models.templates import PromptFields
 
 
 class RppStrategy:
-    name = "rpp"
+    name: str = StrategyName.RPP
 
     def __init__(self, lm: RecLM, config: RppConfig | None = None, progress: bool = False):
         self.rpp = RppSearch(lm, config, progress=progress)

@@ -27,7 +27,7 @@ TaskQuery = Annotated[Task, Query(description="sequential or direct")]
 
 
 def prompt_view(runtime: Runtime, user_id: str, task: str, prompt: ServedPrompt) -> PromptView:
-    choice = prompt.state if prompt.strategy == "rpp" else None
+    choice = prompt.rpp_choice
     # An RPP choice replaces the template: the task tokens are not part of the user's prompt.
     sentences = choice_text(choice_from_names(choice)) if choice is not None else None
     task_tokens = list(prompt.task_tokens) if choice is None else []

@@ -83,7 +83,7 @@ async def recommend(
         profile_words(user.age, user.gender, user.occupation),
         UserPrompt(prompt.task_tokens, prompt.personal_tokens),
         candidates or (),
-        rpp_choice=prompt.state if prompt.strategy == "rpp" else None,
+        rpp_choice=prompt.rpp_choice,
     )
     request = RankRequest(
         tokens=tokens,
