@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from promptrec.core.db.tables import JobOutcome, JobScope
+from promptrec.core.db.tables import JobOutcome
 from promptrec.core.queue import SearchTask
 from promptrec.core.repositories.jobs import Outcome, WorkItem
 from promptrec.core.repositories.prompts import SearchedPrompt
@@ -34,8 +34,8 @@ from promptrec.models.prompts.selection import SearchExamples, build_examples
 from promptrec.models.rlm.model import RecLM
 from promptrec.models.templates import PromptFields
 from promptrec.models.user_context import ItemCatalog, profile_words
-from promptrec.worker.retry import isolating
-from promptrec.worker.searcher import MAX_DRIFT_EVENTS, DriftCheck, NotEnoughHistory, known_history
+from promptrec.worker.outcomes import batch_outcomes
+from promptrec.worker.searcher import MAX_DRIFT_EVENTS, DriftCheck, known_history
 
 log = logging.getLogger("promptrec.worker")
 
@@ -165,39 +165,15 @@ def rpp_outcomes(
     items: dict[tuple[str, str], WorkItem],
     users: dict[str, UserData],
 ) -> tuple[list[Outcome], dict[tuple[str, str], str], set[tuple[str, str]]]:
-    """As the PAP-REC compute (`Worker._compute`): drift checks, then one batched choice for
-    the rest. Returns the outcomes, the errors by (job, user), and which errors are final."""
-    errors: dict[tuple[str, str], str] = {}
-    final: set[tuple[str, str]] = set()
-    by_user: dict[str, SearchTask] = {}
-    for search in batch:
-        user = users.get(search.user_id)
-        if user is None:
-            errors[search.key] = f"user {search.user_id} no longer exists"
-            final.add(search.key)
-            continue
-        try:
-            known_history(searcher.catalog, user)
-        except NotEnoughHistory as error:
-            errors[search.key] = f"{type(error).__name__}: {error}"
-            final.add(search.key)
-            continue
-        by_user[search.user_id] = search
-    drifting = [users[u] for u, s in by_user.items() if items[s.key].scope == JobScope.DRIFTING]
-    checks, check_errors = isolating(searcher.drift, drifting)
-    outcomes = [
-        Outcome(by_user[u], JobOutcome.PERSONAL_STILL_WINS, None)
-        for u, check in checks.items()
-        if check.personal_wins
-    ]
-    settled = {o.search.user_id for o in outcomes} | set(check_errors)
-    to_search = [users[u] for u in by_user if u not in settled]
-    results, search_errors = isolating(searcher.choose, to_search)
-    for user_id, result in results.items():
-        search = by_user[user_id]
-        outcomes.append(
-            Outcome(search, JobOutcome.PERSONALIZED, searched_prompt(search, fingerprint, result))
-        )
-    for user_id, message in {**check_errors, **search_errors}.items():
-        errors[by_user[user_id].key] = message
-    return outcomes, errors, final
+    """The RPP choice of the batch's users (`batch_outcomes`): always written as a version."""
+    return batch_outcomes(
+        batch,
+        items,
+        users,
+        lambda user: known_history(searcher.catalog, user),
+        searcher.drift,
+        searcher.choose,
+        lambda search, result: Outcome(
+            search, JobOutcome.PERSONALIZED, searched_prompt(search, fingerprint, result)
+        ),
+    )

@@ -19,14 +19,14 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from promptrec.core.cache import PromptCache
 from promptrec.core.cached_reads import invalidate_user_prompt
-from promptrec.core.db.tables import FINISHED_STATUSES, JobOutcome, JobScope
+from promptrec.core.db.tables import FINISHED_STATUSES, JobOutcome
 from promptrec.core.observability import (
     WORKER_BATCH_SECONDS,
     WORKER_DEAD_LETTERS,
     WORKER_USERS,
 )
 from promptrec.core.outages import STORE_ERRORS
-from promptrec.core.queue import Delivery, SearchQueue
+from promptrec.core.queue import Delivery, SearchQueue, SearchTask
 from promptrec.core.repositories import jobs as job_repo
 from promptrec.core.repositories import prompts as prompt_repo
 from promptrec.core.repositories import users as user_repo
@@ -34,11 +34,13 @@ from promptrec.core.repositories.prompts import SearchedPrompt
 from promptrec.core.settings import Settings
 from promptrec.models.prompts.names import StrategyName
 from promptrec.models.prompts.paprec.config import PaprecConfig
+from promptrec.models.prompts.paprec.state import UserOutcome
 from promptrec.models.rlm.model import RecLM
 from promptrec.models.user_context import ItemCatalog
-from promptrec.worker.retry import Backoff, isolating, set_within
+from promptrec.worker.outcomes import batch_outcomes
+from promptrec.worker.retry import Backoff, set_within
 from promptrec.worker.rpp_searcher import RppSearcher, rpp_outcomes
-from promptrec.worker.searcher import NotEnoughHistory, PersonalSearcher
+from promptrec.worker.searcher import PersonalSearcher
 
 log = logging.getLogger("promptrec.worker")
 
@@ -340,43 +342,12 @@ class Worker:
         tokens: list[str],
         searcher: PersonalSearcher | None = None,
     ) -> tuple[list[job_repo.Outcome], dict[tuple[str, str], str], set[tuple[str, str]]]:
-        """Drift checks, then one batched search for the rest (synchronous: runs in a thread).
-        Returns the outcomes, the errors by (job, user), and which errors are final (a retry
-        cannot succeed)."""
+        """PAP-REC's personal search of the batch on top of the task tokens (`batch_outcomes`)."""
         searcher = searcher or self.searcher
-        errors: dict[tuple[str, str], str] = {}
-        final: set[tuple[str, str]] = set()
-        by_user = {}
-        for d in batch:
-            user = users.get(d.parsed.user_id)
-            if user is None:
-                errors[d.parsed.key] = f"user {d.parsed.user_id} no longer exists"
-                final.add(d.parsed.key)
-                continue
-            try:
-                searcher.check(user)
-            except NotEnoughHistory as error:
-                errors[d.parsed.key] = f"{type(error).__name__}: {error}"
-                final.add(d.parsed.key)
-                continue
-            by_user[d.parsed.user_id] = d
-        drifting = [
-            users[u] for u, d in by_user.items() if items[d.parsed.key].scope == JobScope.DRIFTING
-        ]
-        checks, check_errors = isolating(lambda us: searcher.drift(us, tokens), drifting)
-        outcomes = []
-        for user_id, check in checks.items():
-            if check.personal_wins:
-                outcomes.append(
-                    job_repo.Outcome(by_user[user_id].parsed, JobOutcome.PERSONAL_STILL_WINS, None)
-                )
-        settled = {o.search.user_id for o in outcomes} | set(check_errors)
-        to_search = [users[u] for u in by_user if u not in settled]
-        results, search_errors = isolating(lambda us: searcher.personal(us, tokens), to_search)
-        for user_id, result in results.items():
-            search = by_user[user_id].parsed
+
+        def outcome(search: SearchTask, result: UserOutcome) -> job_repo.Outcome:
             prompt = SearchedPrompt(
-                user_id=user_id,
+                user_id=search.user_id,
                 task=task,
                 fingerprint=self.fingerprint,
                 tokens=list(result.tokens) if result.kept else [],
@@ -389,8 +360,15 @@ class Worker:
                 },
                 job_id=search.job_id,
             )
-            outcome = JobOutcome.PERSONALIZED if result.kept else JobOutcome.TASK_LEVEL_KEPT
-            outcomes.append(job_repo.Outcome(search, outcome, prompt))
-        for user_id, message in {**check_errors, **search_errors}.items():
-            errors[by_user[user_id].parsed.key] = message
-        return outcomes, errors, final
+            kept = JobOutcome.PERSONALIZED if result.kept else JobOutcome.TASK_LEVEL_KEPT
+            return job_repo.Outcome(search, kept, prompt)
+
+        return batch_outcomes(
+            [d.parsed for d in batch],
+            items,
+            users,
+            searcher.check,
+            lambda us: searcher.drift(us, tokens),
+            lambda us: searcher.personal(us, tokens),
+            outcome,
+        )
