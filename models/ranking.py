@@ -155,6 +155,16 @@ def item_scorer(lm: RecLM) -> Scorer:
     return lm._scorer[1]
 
 
+def target_ranks_and_logps(
+    logits: torch.Tensor, targets: torch.Tensor
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of item `logits`: the target's 0-based rank (ties count against it) and its
+    log-probability; what every prompt search scores a prompt on an example by."""
+    at = logits.gather(1, targets[:, None])
+    ranks = ((logits >= at).sum(1) - 1).cpu().numpy()
+    return ranks, (at[:, 0] - torch.logsumexp(logits, dim=1)).cpu().numpy()
+
+
 @torch.inference_mode()
 def rank_items(
     lm: RecLM,

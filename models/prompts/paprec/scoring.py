@@ -26,6 +26,7 @@ from promptrec.models.ranking import (
     pad_rows,
     row_col_indices,
     rows_per_call,
+    target_ranks_and_logps,
 )
 from promptrec.models.rlm.model import RecLM
 from promptrec.models.templates import TEMPLATES, render_parts
@@ -148,13 +149,12 @@ class PromptScorer:
             rows = range(lo, min(lo + self.rows_per_call, len(batch.base)))
             logits = self.logits(batch, rows, *self.encode(batch, rows, triggers))
             targets = torch.as_tensor(batch.targets[lo : rows.stop], device=logits.device)
-            target_logit = logits.gather(1, targets[:, None])
-            ranks = ((logits >= target_logit).sum(1) - 1).cpu().numpy()
+            ranks, logps = target_ranks_and_logps(logits, targets)
             total = np.zeros(len(ranks))
             for m in metrics:
                 total = total + metric(m, ranks)
             surrogate.append(total)
-            logp.append((target_logit[:, 0] - torch.logsumexp(logits, dim=1)).cpu().numpy())
+            logp.append(logps)
         return np.concatenate(surrogate), np.concatenate(logp)
 
     def surrogates(

@@ -17,7 +17,12 @@ import torch
 from promptrec.models.metrics import metric
 from promptrec.models.prompts.rpp.slots import DEFAULT_CHOICE, Choice, render_choice
 from promptrec.models.prompts.selection import SearchExamples
-from promptrec.models.ranking import encode_token_lists, item_scorer, row_col_indices
+from promptrec.models.ranking import (
+    encode_token_lists,
+    item_scorer,
+    row_col_indices,
+    target_ranks_and_logps,
+)
 from promptrec.models.rlm.model import RecLM
 from promptrec.models.templates import PromptFields
 
@@ -67,9 +72,9 @@ class ChoiceScorer:
             seen = [[i for i in fields[j].history if i != targets[j]] for j in rows]
             logits[row_col_indices(seen, logits.device)] = float("-inf")
             target = torch.as_tensor([targets[j] for j in rows], device=logits.device)
-            at = logits.gather(1, target[:, None])
-            ranks.append(((logits >= at).sum(1) - 1).cpu().numpy())
-            logps.append((at[:, 0] - torch.logsumexp(logits, dim=1)).cpu().numpy())
+            rank, logp = target_ranks_and_logps(logits, target)
+            ranks.append(rank)
+            logps.append(logp)
         if not ranks:
             return np.zeros(0, dtype=np.int64), np.zeros(0)
         return np.concatenate(ranks), np.concatenate(logps)
