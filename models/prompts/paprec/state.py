@@ -7,6 +7,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from promptrec.models.prompts.files import write_json
 from promptrec.models.prompts.names import StrategyName
 from promptrec.models.prompts.paprec.config import PaprecConfig
 from promptrec.models.prompts.rendering import UserPrompt
@@ -84,10 +85,7 @@ class PromptSet:
                 for user, o in sorted(self.state.outcomes.items())
             },
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(body, indent=1) + "\n")
-        tmp.replace(path)
+        write_json(path, body)
 
     @classmethod
     def load(cls, path: Path) -> PromptSet:

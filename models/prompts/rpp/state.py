@@ -20,6 +20,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from promptrec.models.prompts.files import write_json
 from promptrec.models.prompts.names import StrategyName
 from promptrec.models.prompts.rpp.config import RppConfig
 from promptrec.models.prompts.rpp.policy import RppPolicy
@@ -100,10 +101,7 @@ class RppPromptSet:
             "users_refined": sum(o.kept for o in self.state.outcomes.values()),
             "users": {u: _outcome_json(o) for u, o in sorted(self.state.outcomes.items())},
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(body, indent=1) + "\n")
-        tmp.replace(path)
+        write_json(path, body)
 
     @classmethod
     def load(cls, path: Path) -> RppPromptSet:
