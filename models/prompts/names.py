@@ -9,3 +9,4 @@ from enum import StrEnum
 class StrategyName(StrEnum):
     PAPREC = "paprec"  # discrete trigger tokens (task-level and personal)
     RPP = "rpp"  # a per-user choice of prompt sentences per slot
+    SOFT = "soft"  # per-user soft prompt vectors composed from a shared pool, fitted per user

@@ -1,6 +1,6 @@
 """Prompt strategies by name: the one table a setting, the CLI or the worker looks one up in.
 
-strategy = get_strategy("paprec")(lm, config)   # or "rpp"
+strategy = get_strategy("paprec")(lm, config)   # or "rpp", "soft"
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 from promptrec.models.prompts.paprec.strategy import PaprecStrategy
 from promptrec.models.prompts.protocol import StrategyFactory
 from promptrec.models.prompts.rpp.strategy import RppStrategy
+from promptrec.models.prompts.soft.strategy import SoftStrategy
 
 _STRATEGIES: dict[str, StrategyFactory] = {}
 
@@ -34,3 +35,4 @@ def strategy_names() -> list[str]:
 
 register(PaprecStrategy.name, PaprecStrategy)
 register(RppStrategy.name, RppStrategy)
+register(SoftStrategy.name, SoftStrategy)

@@ -24,8 +24,8 @@ def test_paprec_is_registered_by_its_name():
 
 
 def test_an_unknown_strategy_name_is_refused_with_the_known_ones():
-    with pytest.raises(ValueError, match=r"unknown prompt strategy 'soft'; known: .*paprec"):
-        get_strategy("soft")
+    with pytest.raises(ValueError, match=r"unknown prompt strategy 'lora'; known: .*paprec"):
+        get_strategy("lora")
 
 
 def test_a_name_cannot_be_taken_by_another_strategy():

@@ -1,0 +1,101 @@
+"""A whole soft-prompt run over a dataset: the composer tuned on warm users' training
+predictions (the epoch chosen on every user's validation item), then every chosen user fitted
+(incremental mode, batched), saved after every step so that an interrupted run resumes where it
+stopped."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from promptrec.models.data.splits import Splits
+from promptrec.models.evaluation import user_fields
+from promptrec.models.prompts.selection import (
+    SearchExamples,
+    training_examples,
+    users_to_search,
+)
+from promptrec.models.prompts.soft.config import SoftConfig
+from promptrec.models.prompts.soft.fitting import fit_users
+from promptrec.models.prompts.soft.state import SoftPromptSet, SoftState
+from promptrec.models.prompts.soft.training import Validation, tune_composer
+from promptrec.models.rlm.model import RecLM
+from promptrec.models.user_context import ItemCatalog
+
+FIT_CHUNK = 256
+
+
+class _TuningSelection:
+    """Selection settings of the composer's data: recent predictions, none held out (the
+    validation items choose the epoch)."""
+
+    def __init__(self, config: SoftConfig) -> None:
+        self.selection_per_user, self.held_out_per_user = config.tune_history, 0
+
+
+def tuning_examples(
+    splits: Splits, catalog: ItemCatalog, profiles: list[list[str]], config: SoftConfig
+) -> SearchExamples:
+    """The warm users' recent training predictions the composer is tuned on."""
+    return training_examples(
+        splits, splits.user_indices("warm"), profiles, catalog, _TuningSelection(config)
+    )
+
+
+def validation_set(splits: Splits, catalog: ItemCatalog, profiles: list[list[str]]) -> Validation:
+    """Every user's validation item, predicted from their training history with its words."""
+    users = range(len(splits.users))
+    fields = user_fields(splits, catalog, profiles, users, "valid")
+    return Validation(fields, [splits.target(u, "valid") for u in users])
+
+
+def run_soft_search(
+    lm: RecLM,
+    splits: Splits,
+    catalog: ItemCatalog,
+    profiles: list[list[str]],
+    out: Path,
+    config: SoftConfig | None = None,
+    task: str = "sequential",
+    personal_users: str = "all",
+    resume: bool = True,
+    progress: bool = True,
+) -> SoftPromptSet:
+    config = config or SoftConfig()
+    fingerprint = lm.fingerprint()
+    prompt_set = SoftPromptSet(task, config, SoftState(), fingerprint)
+    if resume and out.is_file():
+        previous = SoftPromptSet.load(out)
+        if previous.model_fingerprint != fingerprint or asdict(previous.config) != asdict(config):
+            raise ValueError(
+                f"{out} was searched with another model or config; remove it or pass another --out"
+            )
+        prompt_set = previous
+    if prompt_set.state.composer is None:
+        composer, log = tune_composer(
+            lm,
+            tuning_examples(splits, catalog, profiles, config),
+            validation_set(splits, catalog, profiles),
+            config,
+            progress=progress,
+        )
+        prompt_set.state = replace(prompt_set.state, composer=composer, training=log.as_dict())
+        prompt_set.save(out)
+
+    composer = prompt_set.state.composer
+    assert composer is not None
+    pending = users_to_search(splits, personal_users, prompt_set.state.outcomes)
+    bar = tqdm(total=len(pending), disable=not progress, desc="soft prompt fit", unit="user")
+    for lo in range(0, len(pending), FIT_CHUNK):
+        chunk = pending[lo : lo + FIT_CHUNK]
+        examples = training_examples(splits, chunk, profiles, catalog, config)
+        current = user_fields(splits, catalog, profiles, chunk, "valid")
+        outcomes = fit_users(lm, composer, examples, current, config)
+        prompt_set.state.apply(dict(zip(examples.users, outcomes, strict=True)))
+        prompt_set.save(out)
+        bar.update(len(chunk))
+    bar.close()
+    prompt_set.save(out)
+    return prompt_set

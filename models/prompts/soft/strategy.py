@@ -1,0 +1,98 @@
+"""Soft prompts behind `PromptStrategy`: per-user vectors composed from a shared pool and
+fitted per user, entering the frozen RLM as input embeddings."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from promptrec.models.prompts.names import StrategyName
+from promptrec.models.prompts.protocol import PromptBatch
+from promptrec.models.prompts.selection import SearchExamples
+from promptrec.models.prompts.soft.composer import encode_fields, interest, splice
+from promptrec.models.prompts.soft.config import SoftConfig
+from promptrec.models.prompts.soft.fitting import fit_users
+from promptrec.models.prompts.soft.state import SoftState
+from promptrec.models.prompts.soft.training import Validation, tune_composer
+from promptrec.models.rlm.model import RecLM
+from promptrec.models.templates import PromptFields
+
+
+def latest_fields(examples: SearchExamples) -> list[PromptFields]:
+    """Per user: their history through their last selection item, with the words of their
+    latest example (examples hold no catalogue to restate the taste; callers that have one, the
+    worker and the CLI, pass `fit_users` the exact current fields instead)."""
+    latest: dict[int, int] = {}
+    for j, u in enumerate(examples.owner):
+        if u not in latest or len(examples.fields[j].history) > len(
+            examples.fields[latest[u]].history
+        ):
+            latest[u] = j
+    out = []
+    for u in range(len(examples.users)):
+        if u not in latest:
+            out.append(PromptFields([]))
+            continue
+        f = examples.fields[latest[u]]
+        out.append(PromptFields([*f.history, examples.targets[latest[u]]], f.profile, f.taste))
+    return out
+
+
+class SoftStrategy:
+    name: str = StrategyName.SOFT
+
+    def __init__(self, lm: RecLM, config: SoftConfig | None = None, progress: bool = False):
+        self.lm, self.config, self.progress = lm, config or SoftConfig(), progress
+
+    def initial_state(self) -> SoftState:
+        """No composer yet: every user is served the plain prompt."""
+        return SoftState()
+
+    def search(self, examples: SearchExamples, state: SoftState) -> SoftState:
+        """The composer tuned on `examples` (their held-out examples choose the epoch) if
+        `state` has none yet, then these users fitted; `state` itself is not changed."""
+        state = state.copy()
+        if state.composer is None:
+            held = examples.subset(held_out=True)
+            validation = Validation(
+                [examples.fields[j] for j in held], [examples.targets[j] for j in held]
+            )
+            state.composer, log = tune_composer(
+                self.lm, examples, validation, self.config, progress=self.progress
+            )
+            state.training = log.as_dict()
+        outcomes = fit_users(
+            self.lm, state.composer, examples, latest_fields(examples), self.config
+        )
+        state.apply(dict(zip(examples.users, outcomes, strict=True)))
+        return state
+
+    @torch.no_grad()
+    def vectors(
+        self, state: SoftState, users: Sequence[str], fields: Sequence[PromptFields]
+    ) -> torch.Tensor | None:
+        """[B, k, d]: each user's stored vectors, else the composition from `fields` (one
+        batched pass for all such users); None while there is no composer."""
+        if state.composer is None:
+            return None
+        width = self.lm.model.config.n_embd
+        out = torch.zeros(len(users), self.config.n_vectors, width, device=self.lm.device)
+        need = []
+        for i, u in enumerate(users):
+            if u in state.outcomes:
+                out[i] = torch.from_numpy(np.asarray(state.outcomes[u].vectors)).to(out.device)
+            else:
+                need.append(i)
+        if need:
+            composed = state.composer(interest(self.lm, [fields[i] for i in need], self.config))
+            out[need] = composed.to(out.dtype)
+        return out
+
+    def encode(
+        self, state: SoftState, users: Sequence[str], fields: Sequence[PromptFields]
+    ) -> PromptBatch:
+        encoded = encode_fields(self.lm, fields, self.config.template)
+        embeds, mask = splice(self.lm, encoded, self.vectors(state, users, fields))
+        return PromptBatch(attention_mask=mask, inputs_embeds=embeds)
