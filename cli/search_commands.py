@@ -1,6 +1,7 @@
 """`promptrec search`: a prompt strategy's search into its file: PAP-REC's task-level and personal
-tokens (a prompt set file), or RPP's policy and per-user slot choices (a choices file and the
-policy next to it)."""
+tokens (a prompt set file), RPP's policy and per-user slot choices (a choices file and the
+policy next to it), or soft prompts' composer and per-user vectors (a soft set file and the
+composer next to it)."""
 
 from __future__ import annotations
 
@@ -22,20 +23,23 @@ from promptrec.models.prompts.names import StrategyName
 # Plain dataclasses, no torch import: the search options' defaults are their own.
 from promptrec.models.prompts.paprec.config import PaprecConfig
 from promptrec.models.prompts.rpp.config import RppConfig
+from promptrec.models.prompts.soft.config import SoftConfig
 
 DEFAULT_RPP_CHOICES = DEFAULT_PROMPTS.with_name("rpp.json")
+DEFAULT_SOFT_SET = DEFAULT_PROMPTS.with_name("soft.json")
 
 
 def add_search_commands(commands: argparse._SubParsersAction) -> None:
     search = commands.add_parser(
-        "search", help="prompt search: PAP-REC tokens (default) or RPP slot choices"
+        "search", help="prompt search: PAP-REC tokens (default), RPP slot choices or soft prompts"
     )
     search.add_argument(
         "--strategy",
         choices=tuple(StrategyName),
         default=StrategyName.PAPREC,
         help="paprec: task + personal trigger tokens; rpp: per-user sentence choices per slot "
-        "by an actor-critic policy (default paprec)",
+        "by an actor-critic policy; soft: per-user prompt vectors composed from a shared pool "
+        "and fitted per user (default paprec)",
     )
     search.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     search.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -44,7 +48,8 @@ def add_search_commands(commands: argparse._SubParsersAction) -> None:
         type=Path,
         default=None,
         help=f"prompt set file (default {DEFAULT_PROMPTS}; rpp: {DEFAULT_RPP_CHOICES}, "
-        "its policy in the folder NAME-policy/ next to it)",
+        f"its policy in the folder NAME-policy/ next to it; soft: {DEFAULT_SOFT_SET}, its "
+        "composer in NAME-composer/)",
     )
     search.add_argument("--task", choices=("sequential",), default="sequential")
     search.add_argument(
@@ -52,7 +57,7 @@ def add_search_commands(commands: argparse._SubParsersAction) -> None:
         choices=("all", "warm", "cold", "none"),
         default="all",
         help="users who get a personal search after the task-level one (rpp: a refinement "
-        "after the policy is trained)",
+        "after the policy is trained; soft: a fit after the composer is tuned)",
     )
     # Defaults come from the config class: one place says what a search does by default.
     search.add_argument(
@@ -111,6 +116,7 @@ def add_search_commands(commands: argparse._SubParsersAction) -> None:
     search.add_argument("--seed", type=int, default=PaprecConfig.seed)
     search.add_argument("--restart", action="store_true", help="ignore a partial --out file")
     _add_rpp_options(search.add_argument_group("rpp", "options of --strategy rpp"))
+    _add_soft_options(search.add_argument_group("soft", "options of --strategy soft"))
     search.set_defaults(run=_search)
 
 
@@ -132,6 +138,23 @@ def _add_rpp_options(group: argparse._ArgumentGroup) -> None:
         )
 
 
+def _add_soft_options(group: argparse._ArgumentGroup) -> None:
+    for option, parse, what in (
+        ("pool-size", positive_int, "shared prompt components"),
+        ("vectors", positive_int, "soft prompt vectors per user (n_vectors)"),
+        ("tune-epochs", positive_int, "epochs of the composer's prompt tuning (epochs)"),
+        ("fit-steps", int, "gradient steps of each user's fit (0: the composition only)"),
+        ("fit-lr", float, "step size of the per-user fit"),
+        ("fit-l2", float, "penalty on the size of a user's fitted residual"),
+        ("fit-window", positive_int, "each user's last training items the fit's loss covers"),
+    ):
+        name = {"vectors": "n_vectors", "tune-epochs": "epochs"}.get(option, option)
+        default = getattr(SoftConfig, name.replace("-", "_"))
+        group.add_argument(
+            f"--{option}", type=parse, default=default, help=f"{what} (default {shown(default)})"
+        )
+
+
 def _one_metric(text: str) -> str:
     names = metric_list(text)
     if len(names) != 1:
@@ -142,6 +165,8 @@ def _one_metric(text: str) -> str:
 def _search(args: argparse.Namespace) -> int:
     if args.strategy == StrategyName.RPP:
         return _search_rpp(args)
+    if args.strategy == StrategyName.SOFT:
+        return _search_soft(args)
     args.out = args.out or DEFAULT_PROMPTS
     from promptrec.models.model_context import load_context
     from promptrec.models.prompts.paprec.pipeline import run_search
@@ -216,4 +241,45 @@ def _search_rpp(args: argparse.Namespace) -> int:
     )
     print(f"refined choices kept by {kept} of {len(prompt_set.state.outcomes)} users")
     print(f"choices written to {out}, policy to {out.parent / out.stem}-policy")
+    return 0
+
+
+def _search_soft(args: argparse.Namespace) -> int:
+    from promptrec.models.model_context import load_context
+    from promptrec.models.prompts.soft.pipeline import run_soft_search
+
+    out = args.out or DEFAULT_SOFT_SET
+    data, splits = load_splits(args.data)
+    lm, catalog, profiles = load_context(args.model, data, splits)
+    config = SoftConfig(
+        pool_size=args.pool_size,
+        n_vectors=args.vectors,
+        epochs=args.tune_epochs,
+        train_users=args.train_users,
+        fit_steps=args.fit_steps,
+        fit_lr=args.fit_lr,
+        fit_l2=args.fit_l2,
+        fit_window=args.fit_window,
+        seed=args.seed,
+    )
+    prompt_set = run_soft_search(
+        lm,
+        splits,
+        catalog,
+        profiles,
+        out,
+        config,
+        args.task,
+        args.personal,
+        resume=not args.restart,
+    )
+    tuning = prompt_set.state.training
+    kept = sum(o.kept for o in prompt_set.state.outcomes.values())
+    print(
+        f"composer: epoch {tuning['best_epoch']} of {len(tuning['epochs']) - 1} kept, validation "
+        f"NDCG@10 {tuning['epochs'][tuning['best_epoch']]['valid_ndcg10']} (plain prompt "
+        f"{tuning['plain_valid_ndcg10']}), {tuning['seconds']} s"
+    )
+    print(f"fitted vectors kept by {kept} of {len(prompt_set.state.outcomes)} users")
+    print(f"soft prompts written to {out}, composer to {out.parent / out.stem}-composer")
     return 0
