@@ -1,5 +1,6 @@
-"""Benchmark: prompt strategies side by side on one model (#18): the best single fixed prompt,
-PAP-REC, RPP's policy alone and with per-user refinement.
+"""Benchmark: prompt strategies side by side on one model (#18, #19): the best single fixed
+prompt, PAP-REC, RPP's policy alone and with per-user refinement, soft prompts composed and
+composed + fitted.
 
     python -m bench.strategies --threads 1
 
@@ -7,7 +8,8 @@ Every fixed combination of RPP's slots is scored on validation and the best (all
 NDCG@10) is the reference. Then, on test leave-one-out (full ranking, all/warm/cold users) and on
 the cold stream (every prediction of every cold user from the 3rd interaction on, per-user
 means), each strategy minus that reference, with user-level paired bootstrap CIs, and what each
-costs per user. Written to bench/results/strategies.json.
+costs per user; soft prompts also minus the same RLM without them (the plain served prompt,
+`served`). Written to bench/results/strategies.json.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.strategies_soft import soft_section
 from bench.strategies_stream import (
     Checkpoints,
     checkpoint_examples,
@@ -43,6 +46,7 @@ from promptrec.models.prompts.rpp.pipeline import policy_users
 from promptrec.models.prompts.rpp.search import RppSearch
 from promptrec.models.prompts.rpp.slots import DEFAULT_CHOICE, all_choices, choice_label
 from promptrec.models.prompts.selection import training_examples
+from promptrec.models.prompts.soft.config import SoftConfig
 from promptrec.models.stream_report import stream_table
 
 METRICS = ("NDCG@10", "HR@10")
@@ -102,8 +106,8 @@ def main() -> None:
     parser.add_argument(
         "--smoke",
         action="store_true",
-        help="a quick check of the script: a short policy training on 100 users, 20 cold "
-        "users in the stream (figures not comparable)",
+        help="a quick check of the script: a short policy training and composer tuning on 100 "
+        "users, 20 cold users in the stream (figures not comparable)",
     )
     args = parser.parse_args()
     if args.threads:
@@ -116,6 +120,7 @@ def main() -> None:
     if prompt_set.model_fingerprint != lm.fingerprint():
         raise SystemExit(f"{args.prompts} was searched on another model")
     config = RppConfig(iterations=20, train_users=100) if args.smoke else RppConfig()
+    soft_config = SoftConfig(epochs=1, train_users=100) if args.smoke else SoftConfig()
     rpp = RppSearch(lm, config, progress=True)
     users = list(range(len(splits.users)))
     cost: dict = {"device": str(lm.device), "cpu_threads": torch.get_num_threads()}
@@ -182,6 +187,22 @@ def main() -> None:
     }
     if best != DEFAULT_CHOICE:
         methods["served"] = ranks_of([DEFAULT_CHOICE] * len(users))
+
+    # ---- soft prompts: tuned, fitted, and their cold-stream scorers ---------------------------
+    stream = cold_stream(splits, splits.user_indices("cold")[:20] if args.smoke else None)
+    checkpoints = Checkpoints(args.stream_first, args.stream_every)
+    soft_test, soft_scorers, soft = soft_section(
+        lm, splits, catalog, profiles, stream, checkpoints, soft_config
+    )
+    for name, scores in soft_test.items():
+        methods[name] = per_user(target_ranks(scores, test_targets, histories))
+    plain = "served" if "served" in methods else reference
+    soft["test_vs_served"] = [
+        r
+        for r in loo_rows({n: methods[n] for n in (plain, *soft_test)}, splits, plain)
+        if r["method"] != plain
+    ]
+    cost.update(soft.pop("cost"))
     test_rows = loo_rows(methods, splits, reference)
     cost["rpp_policy_training_seconds"] = training["total_seconds"]
     cost["rpp_refine_seconds_per_user"] = round(refine_seconds / len(users), 4)
@@ -190,8 +211,6 @@ def main() -> None:
     cost["rpp_apply"] = apply_latency(rpp, policy, [test_fields[u] for u in cold])
 
     # ---- cold stream --------------------------------------------------------------------------
-    stream = cold_stream(splits, cold[:20] if args.smoke else None)
-    checkpoints = Checkpoints(args.stream_first, args.stream_every)
     keys, examples = checkpoint_examples(stream, splits.users, profiles, catalog, checkpoints, 4, 1)
     paprec = PaprecSearch(lm, prompt_set.config)
     personal, paprec_seconds = search_checkpoints(
@@ -213,6 +232,7 @@ def main() -> None:
     }
     if best != DEFAULT_CHOICE:
         scorers["served"] = fixed_scorer(rpp.scorer, profiles, catalog, DEFAULT_CHOICE)
+    scorers.update(soft_scorers)
     results = {}
     for name, fn in scorers.items():
         t0 = time.perf_counter()
@@ -220,6 +240,9 @@ def main() -> None:
         cost[f"stream_{name}_scoring_seconds"] = round(time.perf_counter() - t0, 1)
     base = results[reference]
     stream_rows = [r.summary(None if n == reference else base) for n, r in results.items()]
+    soft["cold_stream_vs_served"] = {
+        n: compare(results[n], results[plain]).as_dict() for n in soft_scorers
+    }
 
     targets = {
         "cold_stream_rpp_ci_above_zero": {
@@ -234,6 +257,15 @@ def main() -> None:
         },
         "apply_ms_at_most_5": cost["rpp_apply"]["single_user_ms_median"] <= 5,
         "policy_training_at_most_15_min": training["total_seconds"] <= 900,
+        "soft_test_all_point_at_least_served": bool(
+            methods["soft"]["NDCG@10"].mean() >= methods[plain]["NDCG@10"].mean()
+        ),
+        "soft+fit_cold_stream_at_least_5pct_ci_above_zero": bool(
+            compare(results["soft+fit"], results[plain]).ci95[0] > 0
+            and results["soft+fit"].metrics()["NDCG@10"]
+            >= 1.05 * results[plain].metrics()["NDCG@10"]
+        ),
+        "soft_fit_at_least_2000_users_per_min": cost["soft_fit_users_per_minute"] >= 2000,
     }
     report = {
         "model": str(args.model),
@@ -241,6 +273,7 @@ def main() -> None:
         "prompts": str(args.prompts),
         "fixed": fixed,
         "rpp": {"config": asdict(config), "training": training},
+        "soft": soft,
         "stream_checkpoints": asdict(checkpoints),
         "test": test_rows,
         "cold_stream": stream_rows,

@@ -28,9 +28,12 @@ class SoftConfig:
     train_users: int | None = None
     """Warm users the composer is tuned on (a seeded sample; None: all of them)."""
     # per-user fit (the worker's incremental gradient search)
+    # Chosen on all users' validation items among 4 settings (lr .05/.2/.5, l2 1/.1, 10 or 20
+    # steps; bench/results/strategies.json "soft"): all within +-.001 of each other; the best of
+    # the 10-step ones.
     fit_steps: int = 10
-    fit_lr: float = 0.05
-    fit_l2: float = 1.0
+    fit_lr: float = 0.2
+    fit_l2: float = 0.1
     """Penalty on the squared size of the user's residual on their composed vectors."""
     fit_window: int = 30
     """The fit's loss covers the user's last this-many transitions before the held-out ones."""
