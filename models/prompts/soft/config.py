@@ -9,8 +9,10 @@ from dataclasses import dataclass
 class SoftConfig:
     pool_size: int = 32
     """Shared prompt components every user's vectors are composed from."""
-    n_vectors: int = 4
-    """Soft prompt vectors prepended (right after `<s>`) to the prompt's input embeddings."""
+    n_vectors: int = 8
+    """Soft prompt vectors: added to the input embeddings of the template's last k words, the
+    slots right before the history (`composer.py`). 8 beat 4 on validation after the fit
+    (bench/results/soft_tune.json; within noise before it)."""
     interest_items: int = 50
     """The most recent items whose mean item embedding joins the RLM's last hidden state in the
     user's interest embedding (a bag-of-items view beside the sequential one)."""
@@ -28,9 +30,9 @@ class SoftConfig:
     train_users: int | None = None
     """Warm users the composer is tuned on (a seeded sample; None: all of them)."""
     # per-user fit (the worker's incremental gradient search)
-    # Chosen on all users' validation items among 4 settings (lr .05/.2/.5, l2 1/.1, 10 or 20
-    # steps; bench/results/strategies.json "soft"): all within +-.001 of each other; the best of
-    # the 10-step ones.
+    # Chosen on all users' validation items (bench/results/soft_tune.json, 6 settings in all:
+    # lr .05/.2/.5, l2 1/.1, 10 or 20 steps, k 4 or 8): the best with 10 steps; every setting
+    # within +-.002 of the others, all CIs against the plain prompt across zero.
     fit_steps: int = 10
     fit_lr: float = 0.2
     fit_l2: float = 0.1
