@@ -103,7 +103,8 @@ def _sequence_loss(
     embeds, mask = splice(lm, encode_fields(lm, fields, template), vectors)
     hidden = lm.model(inputs_embeds=embeds, attention_mask=mask)
     ends = (mask.sum(1) - 1).tolist()
-    rows, cols, targets, owner = [], [], [], []
+    cols: list[int] = []
+    rows, targets, owner = [], [], []
     for r, u in enumerate(users):
         n = len(u.targets)
         rows += [r] * n

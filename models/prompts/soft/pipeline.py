@@ -74,14 +74,14 @@ def run_soft_search(
             )
         prompt_set = previous
     if prompt_set.state.composer is None:
-        composer, log = tune_composer(
+        tuned, log = tune_composer(
             lm,
             tuning_examples(splits, catalog, profiles, config),
             validation_set(splits, catalog, profiles),
             config,
             progress=progress,
         )
-        prompt_set.state = replace(prompt_set.state, composer=composer, training=log.as_dict())
+        prompt_set.state = replace(prompt_set.state, composer=tuned, training=log.as_dict())
         prompt_set.save(out)
 
     composer = prompt_set.state.composer

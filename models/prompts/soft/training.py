@@ -102,7 +102,8 @@ def _batch_loss(
     embeds, mask = splice(lm, encode_fields(lm, fields, config.template), vectors)
     hidden = lm.model(inputs_embeds=embeds, attention_mask=mask)
     ends = (mask.sum(1) - 1).tolist()  # each row's last position
-    rows, cols, targets = [], [], []
+    cols: list[int] = []
+    rows, targets = [], []
     for r, s in enumerate(batch):
         n = len(s.targets)
         rows += [r] * n
