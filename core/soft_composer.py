@@ -36,11 +36,16 @@ class LoadedComposer:
     """Of its weights file: stored with every version it composed."""
 
 
+def weights_fingerprint(directory: Path) -> str:
+    """Identifies a composer's weights (what a version records it was composed with)."""
+    return hashlib.sha256((Path(directory) / WEIGHTS_FILE).read_bytes()).hexdigest()[:16]
+
+
 def load_composer(path: Path, lm: RecLM, model_fingerprint: str) -> LoadedComposer:
     try:
         composer, meta = SoftComposer.load(path, lm.device)
         config = SoftConfig(**meta["config"])
-        weights = (Path(path) / WEIGHTS_FILE).read_bytes()
+        fingerprint = weights_fingerprint(path)
     except FileNotFoundError as error:
         raise ComposerUnavailable(
             f"{error} (or point PROMPTREC_SOFT_COMPOSER_PATH at a composer folder)"
@@ -57,7 +62,7 @@ def load_composer(path: Path, lm: RecLM, model_fingerprint: str) -> LoadedCompos
             f"model is {model_fingerprint}: tune one for this model with `promptrec search "
             "--strategy soft`, or point PROMPTREC_SOFT_COMPOSER_PATH at the composer of this model"
         )
-    return LoadedComposer(composer, config, hashlib.sha256(weights).hexdigest()[:16])
+    return LoadedComposer(composer, config, fingerprint)
 
 
 def configured_composer(

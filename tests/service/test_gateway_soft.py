@@ -1,8 +1,8 @@
 """Soft versions in the gateway: a user's version of strategy soft is scored with its vectors
 (the model side's scores exactly, one batched call beside plain rows), shown with its
 components and fit but never its vectors, searched by an admin job with `strategy: soft`
-(refused without a composer), and rolled back like any version; a soft deployment without a
-usable composer is not ready and says why."""
+(refused without a composer), loaded from a soft set file, and rolled back like any version;
+a soft deployment without a usable composer is not ready and says why."""
 
 from __future__ import annotations
 
@@ -11,12 +11,19 @@ import base64
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from promptrec.cli.gateway import gateway_app
+from promptrec.core.db.engine import make_sync_engine
+from promptrec.core.db.prompt_loader import load_prompt_set
+from promptrec.core.db.tables import UserPrompt as PromptRow
+from promptrec.core.soft_composer import weights_fingerprint
 from promptrec.core.soft_versions import soft_state
 from promptrec.models.prompts.rendering import UserPrompt
+from promptrec.models.prompts.soft.composer import SoftComposer
 from promptrec.models.prompts.soft.fitting import FitOutcome
-from promptrec.models.prompts.soft.state import vectors_to_bytes
+from promptrec.models.prompts.soft.state import SoftPromptSet, SoftState, vectors_to_bytes
 from promptrec.models.templates import TEMPLATES
 from promptrec.service.inference import Ranker, RankRequest, prompt_tokens, soft_row
 from tests.support.databases import prepared_database
@@ -221,3 +228,28 @@ def test_a_soft_gateway_without_a_usable_composer_is_not_ready_and_refuses_soft_
     assert job.status_code == 409 and why in job.json()["detail"]
     assert paprec.status_code == 202  # other strategies need no composer
     assert served.status_code == 200  # serving needs none either
+
+
+def test_a_soft_set_file_loads_as_soft_versions_once_and_is_served(tmp_path, lm, dataset_dir):
+    url = prepared_database(f"sqlite:///{tmp_path / 'load.db'}", dataset_dir)
+    composer = SoftComposer(lm.model.config.n_embd, TEST_CONFIG.pool_size, 4)
+    vectors = {u: _vectors(lm, seed) for seed, u in enumerate(("u1", "u2", "stranger"))}
+    outcomes = {u: FitOutcome(v, COMPONENTS, -4.5, -4.25, True, 2) for u, v in vectors.items()}
+    path = tmp_path / "soft.json"
+    state = SoftState(composer, {}, outcomes)
+    SoftPromptSet("sequential", TEST_CONFIG, state, lm.fingerprint()).save(path)
+    engine = make_sync_engine(url)
+    first = load_prompt_set(engine, path)
+    again = load_prompt_set(engine, path)  # what `make run` does at every start
+    with Session(engine) as session:
+        row = session.scalar(select(PromptRow).where(PromptRow.user_id == "u1"))
+    engine.dispose()
+    assert first.line().startswith("soft prompts: ")
+    assert (first.users_added, first.users_unknown) == (2, 1)
+    assert (again.users_added, again.users_unchanged) == (0, 2)
+    assert (row.strategy, row.version, row.vectors) == ("soft", 1, vectors_to_bytes(vectors["u1"]))
+    assert row.state["composer"] == weights_fingerprint(tmp_path / "soft-composer")
+    with TestClient(gateway_app(service_settings(url), lm=lm)) as client:
+        view = client.get("/v1/users/u1/prompt", params={"task": "sequential"}).json()
+    assert (view["strategy"], view["version"]) == ("soft", 1)
+    assert view["soft"]["fit"] == {"before": -4.5, "after": -4.25, "kept": True, "steps": 2}
