@@ -105,7 +105,7 @@ def test_one_batch_scores_soft_rows_as_the_model_side_and_zero_vectors_as_the_pl
     service,
 ):
     lm, catalog = service.runtime.lm, service.runtime.catalog
-    histories = [[catalog.index_of[f"m{i}"] for i in range(s, 60, 6)] for s in range(4)]
+    histories = [[catalog.index_of[f"m{i}"] for i in range(s, 60, 6)] for s in range(5)]
 
     def plain(history):
         tokens = prompt_tokens(lm, catalog, "sequential", history, [], UserPrompt())
@@ -119,7 +119,8 @@ def test_one_batch_scores_soft_rows_as_the_model_side_and_zero_vectors_as_the_pl
             tokens, COUNT, tuple(history), soft=soft_row(lm, tokens, len(history), vectors)
         )
 
-    vectors = [_vectors(lm, seed) for seed in (1, 2)]
+    # the last: a version of an earlier composer with two vectors (padded in the batch)
+    vectors = [_vectors(lm, 1), _vectors(lm, 2), _vectors(lm, 3)[:2]]
     zero = np.zeros_like(vectors[0])
     ranker = Ranker(lm)
     batch = ranker.rank(
@@ -128,12 +129,13 @@ def test_one_batch_scores_soft_rows_as_the_model_side_and_zero_vectors_as_the_pl
             soft(histories[1], vectors[0]),
             soft(histories[2], zero),
             soft(histories[3], vectors[1]),
+            soft(histories[4], vectors[2]),
         ]
     )
     alone = ranker.rank([plain(h) for h in histories])  # token ids only: the fast path
     assert batch[0].items == alone[0].items  # the plain row, scored from its embeddings
     np.testing.assert_allclose(batch[0].scores, alone[0].scores, atol=1e-5)
-    for row, v in ((1, vectors[0]), (3, vectors[1])):
+    for row, v in ((1, vectors[0]), (3, vectors[1]), (4, vectors[2])):
         items, scores = model_side_ranking(lm, catalog, histories[row], v, COUNT)
         assert [catalog.item_ids[i] for i in batch[row].items] == items
         np.testing.assert_allclose(batch[row].scores, scores, atol=1e-5)
