@@ -6,6 +6,7 @@ DATA ?= data/ml-100k
 MODEL ?= artifacts/rlm-small
 PROMPTS ?= artifacts/prompts/sequential.json
 RPP_PROMPTS ?= artifacts/prompts/rpp.json
+SOFT_PROMPTS ?= artifacts/prompts/soft.json
 STAMP := $(VENV)/.installed
 
 .PHONY: run test setup lint typecheck data train eval bench-quality bench-paprec bench-serve bench-worker bench-faults clean
@@ -28,12 +29,13 @@ PORT ?= 8000
 
 # The shipped model is reused (trained only if missing); the dataset is loaded into the database
 # (embedded SQLite unless PROMPTREC_DATABASE_URL is set; loading is idempotent); then the prompts
-# of the active strategy: the PAP-REC set, or the RPP choices with PROMPTREC_STRATEGY=rpp; then the API.
+# of the active strategy: the PAP-REC set, the RPP choices with PROMPTREC_STRATEGY=rpp, or the soft
+# set with PROMPTREC_STRATEGY=soft (not shipped: `promptrec search --strategy soft` first); then the API.
 run: data
 	test -f $(MODEL)/model.safetensors || $(BIN)/promptrec train --preset small --data $(DATA) --out $(MODEL)
 	$(BIN)/promptrec db upgrade
 	$(BIN)/promptrec db load-dataset --data $(DATA)
-	$(BIN)/promptrec db load-prompts $(if $(filter rpp,$(PROMPTREC_STRATEGY)),$(RPP_PROMPTS),$(PROMPTS))
+	$(BIN)/promptrec db load-prompts $(if $(filter rpp,$(PROMPTREC_STRATEGY)),$(RPP_PROMPTS),$(if $(filter soft,$(PROMPTREC_STRATEGY)),$(SOFT_PROMPTS),$(PROMPTS)))
 	@echo "PromptRec API on http://$(HOST):$(PORT)  (docs: http://$(HOST):$(PORT)/docs)"
 	@echo "try: curl -s -X POST http://$(HOST):$(PORT)/v1/users/1/recommendations -H 'content-type: application/json' -d '{\"task\": \"sequential\", \"count\": 10}'"
 	$(BIN)/promptrec serve --host $(HOST) --port $(PORT) --model $(MODEL)

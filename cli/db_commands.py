@@ -19,7 +19,8 @@ def add_db_commands(commands: argparse._SubParsersAction) -> None:
     load.add_argument("--data", type=Path, help="dataset directory (PROMPTREC_DATA_DIR)")
     load.set_defaults(run=_db_load_dataset)
     prompts = db_commands.add_parser(
-        "load-prompts", help="a prompt set file from `search` (PAP-REC set or RPP choices)"
+        "load-prompts",
+        help="a prompt set file from `search` (PAP-REC set, RPP choices or soft-prompt set)",
     )
     prompts.add_argument("file", type=Path, nargs="?", default=DEFAULT_PROMPTS)
     prompts.set_defaults(run=_db_load_prompts)
@@ -57,12 +58,18 @@ def _check_prompt_fingerprint(path: Path, model_path: Path) -> None:
     from promptrec.core.db.prompt_loader import file_strategy
     from promptrec.models.prompts.paprec.state import PromptSet
     from promptrec.models.prompts.rpp.state import RppPromptSet
+    from promptrec.models.prompts.soft.state import SoftPromptSet
     from promptrec.models.rlm.model import RecLM
 
     if not (model_path / "config.json").is_file():
         return  # no model yet: nothing to compare with
-    load = RppPromptSet.load if file_strategy(path) == StrategyName.RPP else PromptSet.load
-    searched_on = load(path).model_fingerprint
+    strategy = file_strategy(path)
+    if strategy == StrategyName.RPP:
+        searched_on = RppPromptSet.load(path).model_fingerprint
+    elif strategy == StrategyName.SOFT:
+        searched_on = SoftPromptSet.load(path).model_fingerprint
+    else:
+        searched_on = PromptSet.load(path).model_fingerprint
     served = RecLM.load(model_path, "cpu").fingerprint()
     if searched_on != served:
         raise ValueError(

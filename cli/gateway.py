@@ -23,6 +23,7 @@ def embedded_worker(runtime: Runtime) -> Worker:
         runtime.lm,
         runtime.catalog,
         runtime.fingerprint,
+        runtime.soft,
     )
 
 

@@ -10,10 +10,13 @@ The user's context (profile and history) is cached too, so a hot user's
 recommendation reads no database at all; event ingestion calls `invalidate_user_contexts` after
 its commit, and a short TTL bounds staleness from writers that cannot (the dataset loader, or a
 read that raced an invalidation).
+A soft version's vectors travel in the user's part as base64 (cache values are JSON): about
+1.4 KB for the shipped model.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 from dataclasses import dataclass, field
@@ -24,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from promptrec.core.cache import PromptCache
 from promptrec.core.db.engine import DATABASE_UNAVAILABLE
 from promptrec.core.repositories import interactions, prompts, users
+from promptrec.core.soft_versions import SoftVersion, soft_version
 from promptrec.models.prompts.names import StrategyName
 
 log = logging.getLogger("promptrec.cache")
@@ -54,7 +58,8 @@ class ServedPrompt:
     metrics: dict[str, Any] = field(default_factory=dict)
     searched_at: str | None = None
     strategy: str = StrategyName.PAPREC  # the strategy of the user's version
-    state: dict[str, Any] | None = None  # rpp: the slot choice the prompt is rendered from
+    state: dict[str, Any] | None = None  # rpp: the slot choice; soft: what the vectors are
+    soft: SoftVersion | None = None  # soft: the vectors the user's prompt is scored with
 
     @property
     def rpp_choice(self) -> dict[str, Any] | None:
@@ -85,6 +90,7 @@ async def _user_part(
         "version": row.version,
         "strategy": row.strategy,
         "state": row.state,
+        "vectors": base64.b64encode(row.vectors).decode() if row.vectors is not None else None,
         "metric_before": row.metric_before,
         "metric_after": row.metric_after,
         "metrics": dict(row.metrics or {}),
@@ -200,6 +206,13 @@ async def _fill_misses(
 
 
 def _prompt(task_part: dict[str, Any], user_part: dict[str, Any]) -> ServedPrompt:
+    strategy = user_part.get("strategy") or StrategyName.PAPREC
+    vectors = user_part.get("vectors")
+    soft = (
+        soft_version(user_part.get("state"), base64.b64decode(vectors))
+        if strategy == StrategyName.SOFT and vectors is not None
+        else None
+    )
     return ServedPrompt(
         task_tokens=tuple(task_part["tokens"]),
         task_version=int(task_part["version"]),
@@ -209,8 +222,9 @@ def _prompt(task_part: dict[str, Any], user_part: dict[str, Any]) -> ServedPromp
         metric_after=user_part.get("metric_after"),
         metrics=user_part.get("metrics") or {},
         searched_at=user_part.get("searched_at"),
-        strategy=user_part.get("strategy") or StrategyName.PAPREC,
+        strategy=strategy,
         state=user_part.get("state"),
+        soft=soft,
     )
 
 

@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     # RPP choices file (`promptrec search --strategy rpp`): the workers' RPP searches use its
     # policy (next to it) and settings when it was trained on the served model.
     rpp_choices_path: Path = Path("artifacts/prompts/rpp.json")
+    # Soft-prompt composer folder (`promptrec search --strategy soft`, composer.json and
+    # composer.safetensors): the workers' soft searches compose and fit users with it. Needed
+    # when the strategy is soft (else /health/ready says why not) and by admin soft jobs.
+    soft_composer_path: Path = Path("artifacts/prompts/soft-composer")
 
     # What the worker's triggers read: a new user gets a personal search after this many
     # events; a searched user is re-checked for drift after this many new events.

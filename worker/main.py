@@ -14,6 +14,8 @@ from promptrec.core.db.engine import make_async_engine, make_session_factory
 from promptrec.core.outages import STORE_ERRORS
 from promptrec.core.queue import make_queue
 from promptrec.core.settings import Settings
+from promptrec.core.soft_composer import ComposerUnavailable, configured_composer
+from promptrec.models.prompts.names import StrategyName
 from promptrec.models.rlm.model import RecLM
 from promptrec.worker.retry import Backoff
 from promptrec.worker.runner import Worker
@@ -27,7 +29,12 @@ def default_consumer() -> str:
 
 async def run_worker(settings: Settings, lm: RecLM, consumer: str) -> None:
     """Serve until SIGTERM/SIGINT: the batch in hand is finished (written and acknowledged)
-    before the process exits; anything not acknowledged is reclaimed by a peer."""
+    before the process exits; anything not acknowledged is reclaimed by a peer. With the soft
+    strategy active and no usable composer it does not start (`ComposerUnavailable` says why)."""
+    fingerprint = lm.fingerprint()
+    soft, problem = configured_composer(settings, lm, fingerprint)
+    if soft is None and settings.strategy == StrategyName.SOFT:
+        raise ComposerUnavailable(f"PROMPTREC_STRATEGY=soft: {problem}")
     engine = make_async_engine(settings.database_url, settings.database_pool_size)
     sessions = make_session_factory(engine)
     queue = make_queue(settings, consumer)
@@ -45,7 +52,7 @@ async def run_worker(settings: Settings, lm: RecLM, consumer: str) -> None:
                     extra={"error": type(error).__name__, "retry_in_s": delay},
                 )
                 await asyncio.sleep(delay)
-        worker = Worker(settings, sessions, queue, cache, lm, catalog, lm.fingerprint())
+        worker = Worker(settings, sessions, queue, cache, lm, catalog, fingerprint, soft)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, worker.stop)

@@ -30,12 +30,17 @@ from promptrec.models.prompts.rpp.slots import (
     choice_names,
 )
 from promptrec.models.prompts.rpp.state import RppPromptSet
-from promptrec.models.prompts.selection import SearchExamples, build_examples
+from promptrec.models.prompts.selection import SearchExamples
 from promptrec.models.rlm.model import RecLM
-from promptrec.models.templates import PromptFields
-from promptrec.models.user_context import ItemCatalog, profile_words
+from promptrec.models.user_context import ItemCatalog
 from promptrec.worker.outcomes import batch_outcomes
-from promptrec.worker.searcher import MAX_DRIFT_EVENTS, DriftCheck, known_history
+from promptrec.worker.searcher import (
+    MAX_DRIFT_EVENTS,
+    DriftCheck,
+    current_fields,
+    known_history,
+    user_examples,
+)
 
 log = logging.getLogger("promptrec.worker")
 
@@ -76,18 +81,7 @@ class RppSearcher:
         return cls(lm, catalog, prompt_set.state.policy, prompt_set.config)
 
     def _examples(self, users: list[UserData], per_user: int, held_out: int) -> SearchExamples:
-        return build_examples(
-            [u.user_id for u in users],
-            [known_history(self.catalog, u) for u in users],
-            [_profile(u) for u in users],
-            self.catalog,
-            per_user,
-            held_out,
-        )
-
-    def fields(self, user: UserData) -> PromptFields:
-        history = known_history(self.catalog, user)
-        return PromptFields(history, _profile(user), self.catalog.taste_words(history))
+        return user_examples(self.catalog, users, per_user, held_out)
 
     def drift(self, users: list[UserData]) -> dict[str, DriftCheck]:
         """The stored choice against the policy's choice from the history before the user's
@@ -120,16 +114,12 @@ class RppSearcher:
             users, self.config.selection_per_user, self.config.held_out_per_user
         )
         refined = self.search.refine(self.policy, examples)
-        current = self.search.choose(self.policy, [self.fields(u) for u in users])
+        current = self.search.choose(self.policy, [current_fields(self.catalog, u) for u in users])
         out = {}
         for u, choice in zip(users, current, strict=True):
             r = refined.get(u.user_id)
             out[u.user_id] = RppResult(r.candidate if r is not None and r.kept else choice, r)
         return out
-
-
-def _profile(user: UserData) -> list[str]:
-    return profile_words(user.age, user.gender, user.occupation)
 
 
 def searched_prompt(search: SearchTask, fingerprint: str, result: RppResult) -> SearchedPrompt:

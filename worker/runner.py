@@ -32,6 +32,7 @@ from promptrec.core.repositories import prompts as prompt_repo
 from promptrec.core.repositories import users as user_repo
 from promptrec.core.repositories.prompts import SearchedPrompt
 from promptrec.core.settings import Settings
+from promptrec.core.soft_composer import LoadedComposer
 from promptrec.models.prompts.names import StrategyName
 from promptrec.models.prompts.paprec.config import PaprecConfig
 from promptrec.models.prompts.paprec.state import UserOutcome
@@ -41,6 +42,7 @@ from promptrec.worker.outcomes import batch_outcomes
 from promptrec.worker.retry import Backoff, set_within
 from promptrec.worker.rpp_searcher import RppSearcher, rpp_outcomes
 from promptrec.worker.searcher import PersonalSearcher
+from promptrec.worker.soft_searcher import SoftSearcher, soft_outcomes
 
 log = logging.getLogger("promptrec.worker")
 
@@ -65,6 +67,7 @@ class Worker:
         lm: RecLM,
         catalog: ItemCatalog,
         fingerprint: str,
+        soft: LoadedComposer | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -75,6 +78,9 @@ class Worker:
         self.searcher = PersonalSearcher(lm, catalog)  # the default settings
         self._searchers: dict[PaprecConfig, PersonalSearcher] = {}
         self._rpp: RppSearcher | None = None  # loaded at the first RPP job
+        # Soft jobs fit with the composer loaded beside the model (none: they wait for a
+        # worker that has one).
+        self.soft = SoftSearcher(lm, catalog, soft) if soft is not None else None
         self.backoff = Backoff(settings.worker_max_backoff_s)
         self._stop = asyncio.Event()
         self._next_schedule = 0.0
@@ -294,9 +300,11 @@ class Worker:
             )
 
         def compute():
+            searches = [d.parsed for d in batch]
             if strategy == StrategyName.RPP:
-                searches = [d.parsed for d in batch]
                 return rpp_outcomes(self.rpp_searcher(), self.fingerprint, searches, items, users)
+            if strategy == StrategyName.SOFT:
+                return soft_outcomes(self.soft, self.fingerprint, searches, items, users)
             searcher = self.searcher_for(prompt.config)
             return self._compute(task, batch, items, users, prompt.tokens, searcher)
 

@@ -9,8 +9,9 @@ from promptrec.core.repositories.users import UserData
 from promptrec.models.prompts.paprec.config import PaprecConfig
 from promptrec.models.prompts.paprec.search import PaprecSearch
 from promptrec.models.prompts.paprec.state import UserOutcome
-from promptrec.models.prompts.selection import build_examples
+from promptrec.models.prompts.selection import SearchExamples, build_examples
 from promptrec.models.rlm.model import RecLM
+from promptrec.models.templates import PromptFields
 from promptrec.models.user_context import ItemCatalog, profile_words
 
 MIN_HISTORY = 2  # one item to predict from at least one before it
@@ -45,6 +46,31 @@ def known_history(catalog: ItemCatalog, user: UserData) -> list[int]:
     return history
 
 
+def user_profile(user: UserData) -> list[str]:
+    return profile_words(user.age, user.gender, user.occupation)
+
+
+def user_examples(
+    catalog: ItemCatalog, users: list[UserData], per_user: int, held_out: int
+) -> SearchExamples:
+    """Selection examples of the users' known histories: each of their last `per_user` items
+    with the history before it, the last `held_out` of them held out."""
+    return build_examples(
+        [u.user_id for u in users],
+        [known_history(catalog, u) for u in users],
+        [user_profile(u) for u in users],
+        catalog,
+        per_user,
+        held_out,
+    )
+
+
+def current_fields(catalog: ItemCatalog, user: UserData) -> PromptFields:
+    """The user's prompt fields now: their whole known history, profile and taste words."""
+    history = known_history(catalog, user)
+    return PromptFields(history, user_profile(user), catalog.taste_words(history))
+
+
 class PersonalSearcher:
     def __init__(self, lm: RecLM, catalog: ItemCatalog, config: PaprecConfig | None = None) -> None:
         self.config = config or PaprecConfig()
@@ -53,20 +79,10 @@ class PersonalSearcher:
 
     def check(self, user: UserData) -> None:
         """Raises `NotEnoughHistory` for a user the search cannot run on."""
-        self._history(user)
+        known_history(self.catalog, user)
 
-    def _history(self, user: UserData) -> list[int]:
-        return known_history(self.catalog, user)
-
-    def _examples(self, users: list[UserData], per_user: int, held_out: int):
-        return build_examples(
-            [u.user_id for u in users],
-            [self._history(u) for u in users],
-            [profile_words(u.age, u.gender, u.occupation) for u in users],
-            self.catalog,
-            per_user,
-            held_out,
-        )
+    def _examples(self, users: list[UserData], per_user: int, held_out: int) -> SearchExamples:
+        return user_examples(self.catalog, users, per_user, held_out)
 
     def drift(self, users: list[UserData], task_tokens: list[str]) -> dict[str, DriftCheck]:
         """Task-level vs personal prompt on each user's events since their last search. A user

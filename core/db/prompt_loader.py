@@ -7,7 +7,8 @@ Never backwards: a version searched after the file was (a worker's search since,
 is kept, so loading the shipped file at every start (`make run`) cannot undo later searches.
 The set's search settings are stored with its tokens; the workers search with them.
 Users the database does not know are skipped and counted (load the dataset first).
-An RPP choices file is loaded by the same rule as versions of strategy rpp (`rpp_loader`).
+An RPP choices file is loaded by the same rule as versions of strategy rpp (`rpp_loader`), a
+soft-prompt set file as versions of strategy soft (`soft_loader`).
 """
 
 from __future__ import annotations
@@ -39,8 +40,10 @@ class PromptLoadReport:
     def line(self) -> str:
         task = "added as" if self.task_added else "unchanged at"
         head = f"task tokens {task} version {self.task_version}; personal prompts"
-        if self.strategy != StrategyName.PAPREC:  # no task-level part
-            head = f"{self.strategy} choices"
+        if self.strategy == StrategyName.RPP:  # no task-level part
+            head = "rpp choices"
+        elif self.strategy == StrategyName.SOFT:
+            head = "soft prompts"
         return (
             f"{head}: "
             f"{self.users_added} added, {self.users_unchanged} unchanged, "
@@ -62,7 +65,8 @@ def newer(searched_at: datetime | None, than: datetime) -> bool:
 
 
 def file_strategy(path: Path) -> str:
-    """The strategy whose file `path` is: rpp for an RPP choices file, else paprec."""
+    """The strategy whose file `path` is: rpp for an RPP choices file, soft for a soft-prompt
+    set file, else paprec."""
     return json.loads(Path(path).read_text()).get("strategy") or StrategyName.PAPREC
 
 
@@ -91,11 +95,17 @@ def latest_locked(session: Session, user: str, task: str, fingerprint: str) -> U
 
 
 def load_prompt_set(engine: Engine, path: Path) -> PromptLoadReport:
-    """A PAP-REC prompt set, or an RPP choices file (`rpp_loader`)."""
-    if file_strategy(path) == StrategyName.RPP:
+    """A PAP-REC prompt set, an RPP choices file (`rpp_loader`) or a soft-prompt set file
+    (`soft_loader`)."""
+    strategy = file_strategy(path)
+    if strategy == StrategyName.RPP:
         from promptrec.core.db.rpp_loader import load_rpp_choices
 
         return load_rpp_choices(engine, path)
+    if strategy == StrategyName.SOFT:
+        from promptrec.core.db.soft_loader import load_soft_set
+
+        return load_soft_set(engine, path)
     prompt_file = PromptSetFile.load(path)
     task, fingerprint = prompt_file.task, prompt_file.model_fingerprint
     served = DEFAULT_TEMPLATE.get(task)

@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -173,7 +174,8 @@ class SearchJobUser(Base):
 
 class UserPrompt(Base):
     """A user's prompt for a task, one row per version (rollback marks, never deletes): PAP-REC
-    personal tokens (`tokens`), or an RPP slot choice (`state`: {slot: alternative})."""
+    personal tokens (`tokens`), an RPP slot choice (`state`: {slot: alternative}), or soft
+    prompt vectors (`vectors`, with what they are in `state`: `core.soft_versions`)."""
 
     __tablename__ = "user_prompts"
     # (user, task, job) is what makes the worker's write idempotent: a job that is delivered
@@ -192,8 +194,12 @@ class UserPrompt(Base):
         String(STRATEGY_LENGTH), default=DEFAULT_STRATEGY, server_default=DEFAULT_STRATEGY
     )
     tokens: Mapped[list[str]] = mapped_column(JsonValue)
-    # rpp: the slot choice, e.g. {"template": "seq-2", "window": "all", "fields": "taste"}.
+    # rpp: the slot choice, e.g. {"template": "seq-2", "window": "all", "fields": "taste"};
+    # soft: n_vectors, template, composer, top components and the fit's metrics.
     state: Mapped[dict[str, Any] | None] = mapped_column(JsonValue)
+    # soft: the user's k prompt vectors, little-endian float32 [k, d_model] as
+    # `models.prompts.soft.state.vectors_to_bytes` writes them (1 KB for the shipped model).
+    vectors: Mapped[bytes | None] = mapped_column(LargeBinary)
     metric_before: Mapped[float | None] = mapped_column(Float)  # task-level prompt on the user
     metric_after: Mapped[float | None] = mapped_column(Float)  # with the personal tokens
     metrics: Mapped[dict[str, Any]] = mapped_column(JsonValue, default=dict)

@@ -101,12 +101,14 @@ class SearchedPrompt:
     metrics: dict[str, Any] | None = None
     job_id: str | None = None
     strategy: str = DEFAULT_STRATEGY
-    state: dict[str, Any] | None = None  # rpp: the slot choice
+    state: dict[str, Any] | None = None  # rpp: the slot choice; soft: what the vectors are
+    vectors: bytes | None = None  # soft: the user's prompt vectors (`core.soft_versions`)
 
 
 def is_personal(row: UserPrompt) -> bool:
-    """The version changes what the user is served: PAP-REC personal tokens, or an RPP choice
-    (a PAP-REC version without tokens records a search that kept the task-level prompt)."""
+    """The version changes what the user is served: PAP-REC personal tokens, an RPP choice or
+    soft vectors, both with a state (a PAP-REC version without tokens records a search that
+    kept the task-level prompt)."""
     return bool(row.tokens) or row.state is not None
 
 
@@ -133,6 +135,7 @@ async def add_user_prompt(session: AsyncSession, prompt: SearchedPrompt) -> User
         strategy=prompt.strategy,
         tokens=list(prompt.tokens),
         state=prompt.state,
+        vectors=prompt.vectors,
         metric_before=prompt.metric_before,
         metric_after=prompt.metric_after,
         metrics=prompt.metrics or {},

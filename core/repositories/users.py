@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from promptrec.core.db.tables import Interaction, JobScope, User, UserPrompt
 from promptrec.core.repositories.prompts import current_user_prompts
 from promptrec.core.repositories.upsert import insert_ignoring_conflicts
+from promptrec.core.soft_versions import SoftVersion, soft_version
 from promptrec.models.prompts.names import StrategyName
 
 
@@ -78,12 +79,19 @@ class UserData:
     personal_tokens: list[str]  # current personal prompt (empty: the task-level prompt)
     events_since_search: int
     rpp_choice: dict[str, str] | None = None  # the current version's RPP choice, if it is one
+    soft: SoftVersion | None = None  # the current version's soft prompt, if it is one
 
 
 def _rpp_choice(row: UserPrompt | None) -> dict[str, str] | None:
     if row is None or row.strategy != StrategyName.RPP or row.state is None:
         return None
     return dict(row.state)
+
+
+def _soft(row: UserPrompt | None) -> SoftVersion | None:
+    if row is None or row.strategy != StrategyName.SOFT:
+        return None
+    return soft_version(row.state, row.vectors)
 
 
 async def load_users(
@@ -112,6 +120,7 @@ async def load_users(
             list(prompts[user_id].tokens) if user_id in prompts else [],
             user.events_since_search,
             _rpp_choice(prompts.get(user_id)),
+            _soft(prompts.get(user_id)),
         )
         for user_id, user in rows_of.items()
     }

@@ -1,4 +1,5 @@
-"""What the app holds from startup to shutdown: database, cache, model, catalogue, batcher."""
+"""What the app holds from startup to shutdown: database, cache, model, catalogue, batcher, and
+the soft-prompt composer where one is configured for the model."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from promptrec.core.db import migrate
 from promptrec.core.db.engine import make_async_engine, make_session_factory
 from promptrec.core.queue import SearchQueue, make_queue
 from promptrec.core.settings import Settings
-from promptrec.models.ranking import item_scorer
+from promptrec.core.soft_composer import LoadedComposer, configured_composer
+from promptrec.models.ranking import embeds_scorer, item_scorer
 from promptrec.models.rlm.model import RecLM
 from promptrec.models.user_context import ItemCatalog
 from promptrec.service.batching import MicroBatcher
@@ -49,6 +51,8 @@ class Runtime:
     catalog: ItemCatalog
     batcher: MicroBatcher[RankRequest, Ranked]
     queue: SearchQueue  # where admin jobs are enqueued (the workers' stream, or in-process)
+    soft: LoadedComposer | None = None  # what soft searches fit with (the embedded worker's)
+    soft_problem: str | None = None  # why there is no composer, for readiness and admin jobs
     background: BackgroundJob | None = None
     background_task: asyncio.Task | None = None
 
@@ -72,8 +76,12 @@ async def start_runtime(
     if lm is None:
         lm = await asyncio.to_thread(RecLM.load, settings.model_path, settings.device)
     lm.model.eval()
-    await asyncio.to_thread(item_scorer, lm)  # trace the ranking graph now, not in a request
+    # Trace the ranking graphs now, not in a request: token ids, and input embeddings (a batch
+    # with a soft version's vectors).
+    await asyncio.to_thread(item_scorer, lm)
+    await asyncio.to_thread(embeds_scorer, lm)
     fingerprint = await asyncio.to_thread(lm.fingerprint)
+    soft, soft_problem = await asyncio.to_thread(configured_composer, settings, lm, fingerprint)
     catalog = await load_catalog(sessions, lm)
     cache = make_cache(settings.redis_url, settings.redis_key_prefix, settings.prompt_cache_ttl_s)
     batcher: MicroBatcher[RankRequest, Ranked] = MicroBatcher(
@@ -81,7 +89,19 @@ async def start_runtime(
     )
     await batcher.start()
     queue = make_queue(settings, consumer=f"gateway-{socket.gethostname()}-{os.getpid()}")
-    runtime = Runtime(settings, engine, sessions, cache, lm, fingerprint, catalog, batcher, queue)
+    runtime = Runtime(
+        settings,
+        engine,
+        sessions,
+        cache,
+        lm,
+        fingerprint,
+        catalog,
+        batcher,
+        queue,
+        soft,
+        soft_problem,
+    )
     if background is not None:
         runtime.background = background(runtime)
         runtime.background_task = asyncio.create_task(runtime.background.run(), name="background")
@@ -93,6 +113,7 @@ async def start_runtime(
             "cache": cache.name,
             "queue": queue.name,
             "background": runtime.background_task is not None,
+            "soft_composer": soft.fingerprint if soft is not None else None,
         },
     )
     return runtime

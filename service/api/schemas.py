@@ -106,16 +106,43 @@ class EventsResponse(BaseModel):
     results: list[EventResult]
 
 
+class SoftComponent(BaseModel):
+    component: int = Field(description="the component's index in the composer's pool")
+    weight: float = Field(description="its mean composition weight over the user's vectors")
+
+
+class SoftFit(BaseModel):
+    """The fit of the user's vectors: held-out mean log-probability of their last items."""
+
+    before: float | None = Field(description="composed prompt (None: too little history)")
+    after: float | None = Field(description="best fitted check")
+    kept: bool = Field(description="the fitted change is served (it beat the composition)")
+    steps: int = Field(description="gradient steps of the kept check (0: not kept)")
+
+
+class SoftPromptView(BaseModel):
+    """What the user's soft prompt is made of; the vectors themselves are never shown."""
+
+    n_vectors: int = Field(description="vectors added to the template's last words")
+    template: str = Field(description="the template they are added to")
+    composer: str = Field(description="fingerprint of the composer that composed them")
+    components: list[SoftComponent] = Field(
+        description="the pool components the user's vectors lean on most"
+    )
+    fit: SoftFit
+
+
 class PromptView(BaseModel):
     user_id: str
     task: Task
     strategy: str = Field(
         StrategyName.PAPREC,
-        description="the strategy of the user's version: paprec (tokens) or rpp",
+        description="the strategy of the user's version: paprec (tokens), rpp or soft",
     )
     text: str = Field(
         description="paprec: task tokens then personal tokens, as the model reads them; rpp: "
-        "the chosen sentences, the user's fields and history as placeholders"
+        "the chosen sentences, the user's fields and history as placeholders; soft: the "
+        "template its vectors are added to, with placeholders"
     )
     task_tokens: list[str]
     personal_tokens: list[str]
@@ -123,6 +150,7 @@ class PromptView(BaseModel):
         None, description="rpp: the alternative chosen per slot (template, window, fields)"
     )
     choice_text: str | None = Field(None, description="rpp: the chosen sentences as text")
+    soft: SoftPromptView | None = Field(None, description="soft: the prompt's make-up and fit")
     version: int
     task_version: int
     personalized: bool
@@ -140,8 +168,8 @@ class JobCreate(StrictModel):
     strategy: str | None = Field(
         None,
         max_length=32,
-        description="the prompt strategy to search with: paprec or rpp (default: the active "
-        "one, PROMPTREC_STRATEGY)",
+        description="the prompt strategy to search with: paprec, rpp or soft (default: the "
+        "active one, PROMPTREC_STRATEGY)",
     )
 
     @model_validator(mode="after")
@@ -192,4 +220,8 @@ class Problem(BaseModel):
 
 class HealthView(BaseModel):
     status: Literal["ok", "degraded", "unavailable"]
-    checks: dict[str, str] = Field(default_factory=dict)
+    checks: dict[str, str] = Field(
+        default_factory=dict,
+        description="per dependency: ok or down; soft_composer (strategy soft): ok, or why "
+        "there is none",
+    )

@@ -10,4 +10,5 @@
 - `gateway_app`: the in-process app's handle and the prompt writers the API tests use.
 - `search_jobs`: queue a search job as the gateway does, read its state from the database.
 - `deployment_files`: the Dockerfile, docker-compose.yml and .env.example, parsed.
+- `soft_prompts`: a seeded soft-prompt composer for a test model, the model side's ranking.
 """

@@ -16,6 +16,7 @@ from promptrec.core.outages import STORE_ERRORS
 from promptrec.core.queue import SearchTask
 from promptrec.core.repositories import jobs, users
 from promptrec.core.repositories import prompts as prompt_repo
+from promptrec.models.prompts.names import StrategyName
 from promptrec.service.api.access import AdminRoute
 from promptrec.service.api.deps import AdminDep, RuntimeDep, SessionDep
 from promptrec.service.api.routes.prompts import served_prompt_view
@@ -60,7 +61,10 @@ IdempotencyKey = Annotated[
     "/prompt-search-jobs",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobCreated,
-    responses={422: {"model": Problem, "description": "invalid input or unknown users"}},
+    responses={
+        409: {"model": Problem, "description": "strategy soft without a usable composer"},
+        422: {"model": Problem, "description": "invalid input or unknown users"},
+    },
 )
 async def create_search_job(
     body: JobCreate,
@@ -70,7 +74,7 @@ async def create_search_job(
 ) -> JobCreated:
     """Queue a prompt search for the given users, or for a scope: `new` (no personal prompt yet
     and enough events), `drifting` (enough events since the last search), `all`; with
-    `strategy` (paprec or rpp; default: PROMPTREC_STRATEGY). With an
+    `strategy` (paprec, rpp or soft; default: PROMPTREC_STRATEGY). With an
     `Idempotency-Key`, the same request posted again answers the job the first one made
     (nobody is searched twice); the key reused for another request is a 422."""
     settings = runtime.settings
@@ -79,6 +83,13 @@ async def create_search_job(
         existing = await jobs.job_by_idempotency_key(session, idempotency_key)
         if existing is not None:
             return _replayed(existing, request_hash)
+    strategy = body.strategy or settings.strategy
+    if strategy == StrategyName.SOFT and runtime.soft is None:
+        # The workers could not fit anyone: say so now rather than fail every user later.
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"the soft strategy needs a soft-prompt composer: {runtime.soft_problem}",
+        )
     if body.user_ids is not None:
         missing = set(body.user_ids) - await users.existing_user_ids(session, body.user_ids)
         if missing:
@@ -100,7 +111,7 @@ async def create_search_job(
         user_ids,
         idempotency_key,
         request_hash,
-        strategy=body.strategy or settings.strategy,
+        strategy=strategy,
     )
     if not job.users:
         job.status = JobStatus.DONE  # nothing to search

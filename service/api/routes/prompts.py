@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from promptrec.core.cached_reads import ServedPrompt, served_prompt
 from promptrec.core.repositories import users
+from promptrec.models.prompts.names import StrategyName
 from promptrec.models.prompts.rpp.slots import choice_from_names, choice_text
+from promptrec.models.templates import TEMPLATES
 from promptrec.service.api.access import CLIENT_RESPONSES, ClientRoute
 from promptrec.service.api.deps import RuntimeDep, SessionDep
 from promptrec.service.api.runtime import Runtime
-from promptrec.service.api.schemas import ID_PATTERN, Problem, PromptView, Task
+from promptrec.service.api.schemas import (
+    ID_PATTERN,
+    Problem,
+    PromptView,
+    SoftComponent,
+    SoftFit,
+    SoftPromptView,
+    Task,
+)
 
 router = APIRouter(
     prefix="/v1/users",
@@ -26,20 +36,37 @@ UserId = Annotated[str, Path(pattern=ID_PATTERN, description="the user's id")]
 TaskQuery = Annotated[Task, Query(description="sequential or direct")]
 
 
+def soft_view(state: dict[str, Any]) -> SoftPromptView:
+    """A soft version's state as shown (`core.soft_versions.soft_state`)."""
+    return SoftPromptView(
+        n_vectors=state["n_vectors"],
+        template=state["template"],
+        composer=state["composer"],
+        components=[SoftComponent(component=i, weight=w) for i, w in state["components"]],
+        fit=SoftFit(
+            before=state["before"], after=state["after"], kept=state["kept"], steps=state["steps"]
+        ),
+    )
+
+
 def prompt_view(runtime: Runtime, user_id: str, task: str, prompt: ServedPrompt) -> PromptView:
     choice = prompt.rpp_choice
-    # An RPP choice replaces the template: the task tokens are not part of the user's prompt.
+    soft = prompt.state if prompt.strategy == StrategyName.SOFT else None
     sentences = choice_text(choice_from_names(choice)) if choice is not None else None
-    task_tokens = list(prompt.task_tokens) if choice is None else []
+    template = TEMPLATES[soft["template"]].text if soft is not None else None
+    # An RPP choice or a soft prompt replaces the task's prompt: the task tokens are not part of
+    # the user's prompt.
+    task_tokens = list(prompt.task_tokens) if choice is None and soft is None else []
     return PromptView(
         user_id=user_id,
         task=task,
         strategy=prompt.strategy,
-        text=sentences or " ".join((*task_tokens, *prompt.personal_tokens)),
+        text=sentences or template or " ".join((*task_tokens, *prompt.personal_tokens)),
         task_tokens=task_tokens,
         personal_tokens=list(prompt.personal_tokens),
         choice=dict(choice) if choice is not None else None,
         choice_text=sentences,
+        soft=soft_view(soft) if soft is not None else None,
         version=prompt.version,
         task_version=prompt.task_version,
         personalized=prompt.personalized,

@@ -20,7 +20,7 @@ from promptrec.service.api.schemas import (
     RecommendationResponse,
     RecommendedItem,
 )
-from promptrec.service.inference import RankRequest, prompt_tokens
+from promptrec.service.inference import RankRequest, prompt_tokens, soft_row
 
 router = APIRouter(
     prefix="/v1/users",
@@ -84,12 +84,18 @@ async def recommend(
         UserPrompt(prompt.task_tokens, prompt.personal_tokens),
         candidates or (),
         rpp_choice=prompt.rpp_choice,
+        soft_template=prompt.soft.template if prompt.soft is not None else None,
     )
     request = RankRequest(
         tokens=tokens,
         count=body.count,
         exclude=tuple(history) if body.exclude_seen else (),
         candidates=tuple(candidates) if candidates is not None else None,
+        soft=(
+            soft_row(runtime.lm, tokens, len(history), prompt.soft.vectors)
+            if prompt.soft is not None
+            else None
+        ),
     )
     ranked = await runtime.batcher.submit(request, runtime.settings.request_timeout_ms / 1000)
     return RecommendationResponse(
