@@ -26,9 +26,10 @@ class SoftVersion:
 
 def soft_state(outcome: FitOutcome, config: SoftConfig, composer: str) -> dict[str, Any]:
     """The state of a version made from `outcome` with a composer (its fingerprint) of this
-    config: the template is stored because the vectors only mean something on it."""
+    config: the template is stored because the vectors only mean something on it; the number
+    of vectors is the outcome's own (what the bytes hold)."""
     return {
-        "n_vectors": config.n_vectors,
+        "n_vectors": len(outcome.vectors),
         "template": config.template,
         "composer": composer,
         "components": [[int(i), float(w)] for i, w in outcome.components],

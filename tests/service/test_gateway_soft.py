@@ -185,7 +185,8 @@ def test_an_admin_soft_job_writes_a_soft_version_and_rollback_restores_the_previ
     view = client.get("/v1/users/u5/prompt", params={"task": "sequential"}).json()
     assert (view["strategy"], view["version"], view["personalized"]) == ("soft", first + 1, True)
     soft = view["soft"]
-    assert soft["n_vectors"] == 4 and soft["composer"] == runtime.soft.fingerprint
+    k = TEST_CONFIG.n_vectors
+    assert soft["n_vectors"] == k and soft["composer"] == runtime.soft.fingerprint
     assert len(soft["components"]) == 3 and all(0 < c["weight"] <= 1 for c in soft["components"])
     assert isinstance(soft["fit"]["before"], float) and soft["fit"]["steps"] in (0, 2, 4)
     assert soft["fit"]["kept"] == (soft["fit"]["steps"] > 0)

@@ -82,7 +82,7 @@ def test_a_new_user_posting_events_is_fitted_and_served_their_soft_prompt(
     with Session(engine) as session:
         stored = session.scalar(select(UserPrompt.vectors).where(UserPrompt.user_id == user))
     engine.dispose()
-    vectors = vectors_from_bytes(stored, 4)
+    vectors = vectors_from_bytes(stored, view["soft"]["n_vectors"])
     history = [catalog.index_of[i] for i in NEW_USER_ITEMS]
     items, _ = model_side_ranking(lm, catalog, history, vectors, COUNT)
     assert [i["item_id"] for i in ranked["items"]] == items
@@ -149,8 +149,9 @@ def test_a_drifting_user_keeps_vectors_that_still_win_and_is_fitted_again_otherw
     assert (by_user["a"].outcome, by_user["a"].prompt) == (JobOutcome.PERSONAL_STILL_WINS, None)
     fitted = by_user["b"].prompt
     assert by_user["b"].outcome == JobOutcome.PERSONALIZED and fitted is not None
-    assert fitted.strategy == "soft" and fitted.state["n_vectors"] == 4
-    assert not np.array_equal(vectors_from_bytes(fitted.vectors, 4), users["b"].soft.vectors)
+    k = searcher.config.n_vectors
+    assert fitted.strategy == "soft" and fitted.state["n_vectors"] == k
+    assert not np.array_equal(vectors_from_bytes(fitted.vectors, k), users["b"].soft.vectors)
 
 
 def test_a_soft_job_without_a_composer_waits_for_a_worker_that_has_one():
@@ -193,7 +194,8 @@ def test_a_worker_killed_mid_batch_of_a_soft_job_loses_no_user(
     engine.dispose()
     view.close()
     assert sorted(strategy for strategy, _ in written) == ["soft"] * len(USERS)
-    assert all(vectors_from_bytes(v, 4).shape == (4, 64) for _, v in written)
+    k = SoftConfig().n_vectors
+    assert all(vectors_from_bytes(v, k).shape == (k, 64) for _, v in written)
 
 
 def test_a_soft_worker_without_a_composer_does_not_start_and_says_why(tmp_path, model_dir):
