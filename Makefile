@@ -30,7 +30,7 @@ PORT ?= 8000
 # The shipped model is reused (trained only if missing); the dataset is loaded into the database
 # (embedded SQLite unless PROMPTREC_DATABASE_URL is set; loading is idempotent); then the prompts
 # of the active strategy: the PAP-REC set, the RPP choices with PROMPTREC_STRATEGY=rpp, or the soft
-# set with PROMPTREC_STRATEGY=soft (not shipped: `promptrec search --strategy soft` first); then the API.
+# set with PROMPTREC_STRATEGY=soft; then the API.
 run: data
 	test -f $(MODEL)/model.safetensors || $(BIN)/promptrec train --preset small --data $(DATA) --out $(MODEL)
 	$(BIN)/promptrec db upgrade

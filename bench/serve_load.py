@@ -15,7 +15,11 @@ What it does, all on 127.0.0.1 and in one run:
 3. the batching gain, side by side: the server restarted with `PROMPTREC_MAX_BATCH_SIZE=1`,
    concurrency 32 again; `batching_gain` = rps(default, c=32) / rps(batch size 1, c=32);
 4. overload: the server restarted with `PROMPTREC_QUEUE_LIMIT=8`, concurrency 256 for
-   `--overload-duration` seconds; counts of 200 / 429 / 5xx and whether 429s carry `Retry-After`.
+   `--overload-duration` seconds; counts of 200 / 429 / 5xx and whether 429s carry `Retry-After`;
+5. soft prompts' serving overhead: a copy of the database with the soft set `--soft-set` loaded
+   (every user served a soft version, scored from input embeddings) against the plain prompt,
+   alternated (plain, soft, plain, soft) at concurrency 1 and 32; `soft_overhead` per level =
+   1 - rps(soft) / rps(plain), each the mean of its two runs (`--soft-set ''` skips it).
 
 Per level it also reads the server's `/metrics` before and after (mean batch size, queue time,
 model-call time, server-side request time) and the CPU seconds the server and the load
@@ -61,6 +65,7 @@ from tests.support.processes import run_promptrec
 from tests.support.settings import promptrec_env
 
 LEVELS = (1, 8, 32, 128)
+SOFT_LEVELS = (1, 32)
 READY_TIMEOUT_S = 180.0
 
 
@@ -90,6 +95,45 @@ def _sanity_check(server: GatewayProcess, user_id: str) -> dict:
     return {"user_id": user_id, "items": len(body["items"]), "model": body["model"]}
 
 
+def soft_overhead(
+    env: dict[str, str], model: Path, tmp: Path, db_path: Path, user_ids: list[str], args
+) -> dict:
+    """rps and p50 with every user served a soft version against the plain prompt, alternated
+    over two rounds (the machine's noise drifts; the means of alternated runs see the same)."""
+    soft_set = args.soft_set.resolve()
+    soft_db = tmp / "soft.db"
+    shutil.copy(db_path, soft_db)
+    soft_env = {
+        **env,
+        "PROMPTREC_DATABASE_URL": f"sqlite:///{soft_db}",
+        "PROMPTREC_STRATEGY": "soft",
+        "PROMPTREC_SOFT_COMPOSER_PATH": str(soft_set.parent / f"{soft_set.stem}-composer"),
+    }
+    print(run_promptrec(["db", "load-prompts", str(soft_set)], soft_env), flush=True)
+    runs: dict[str, list[dict]] = {"plain": [], "soft": []}
+    for round_ in range(2):
+        for label, run_env in (("plain", env), ("soft", soft_env)):
+            log = tmp / f"server-{label}-{round_}.log"
+            with gateway(run_env, model, log, label) as server:
+                runs[label].append(
+                    {c: measure(server, user_ids, c, args, label) for c in SOFT_LEVELS}
+                )
+    levels = []
+    for c in SOFT_LEVELS:
+        rps = {k: sum(r[c]["rps"] for r in v) / len(v) for k, v in runs.items()}
+        p50 = {k: [r[c]["p50_ms"] for r in v] for k, v in runs.items()}
+        overhead = round(1 - rps["soft"] / rps["plain"], 3) if rps["plain"] else None
+        levels.append({"concurrency": c, "rps": rps, "p50_ms": p50, "soft_overhead": overhead})
+    return {
+        "soft_set": shown(soft_set),
+        "rounds": 2,
+        "levels": levels,
+        "overhead_le_10pct": all(
+            lv["soft_overhead"] is not None and lv["soft_overhead"] <= 0.10 for lv in levels
+        ),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per level")
@@ -104,6 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="INFO", help="PROMPTREC_LOG_LEVEL of the server")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (db, logs)")
+    parser.add_argument(
+        "--soft-set",
+        type=Path,
+        default=REPO / "artifacts/prompts/soft.json",
+        help="soft set file (its composer in NAME-composer/ next to it) for the overhead run",
+    )
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.warmup < 0 or args.overload_duration <= 0:
         parser.error("durations must be positive")
@@ -157,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
         env_ol = {**env, "PROMPTREC_QUEUE_LIMIT": str(OVERLOAD_QUEUE_LIMIT)}
         with gateway(env_ol, model, tmp / "server-overload.log", "overload") as server:
             overload = measure_overload(server, user_ids, args)
+        soft = (
+            soft_overhead(env, model, tmp, db_path, user_ids, args) if args.soft_set.name else None
+        )
     finally:
         stop_all_gateways()
         if not args.keep_tmp:
@@ -175,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         "batching_gain": gain,
         "batch_size_1": batch1,
         "overload": overload,
+        "soft": soft,
         "device": "cpu",
         "cpu_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
@@ -223,6 +277,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     print()
     print(table(rows, batch1, gain, overload))
+    for level in soft["levels"] if soft else []:
+        print(
+            f"soft prompts c={level['concurrency']}: {level['rps']['soft']:.1f} rps against "
+            f"{level['rps']['plain']:.1f} plain, overhead {level['soft_overhead']:+.1%}"
+        )
     out = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")
