@@ -15,8 +15,7 @@ import torch
 
 from promptrec.models.prompts.rendering import DEFAULT_TEMPLATE, UserPrompt, render_prompt
 from promptrec.models.prompts.rpp.slots import choice_from_names, render_choice
-from promptrec.models.prompts.soft.composer import Encoded, splice
-from promptrec.models.ranking import encode_token_lists, rank_items, top_items
+from promptrec.models.ranking import SlotVectors, encode_token_lists, rank_items, top_items
 from promptrec.models.rlm.model import RecLM
 from promptrec.models.templates import TEMPLATES, PromptFields
 from promptrec.models.user_context import ItemCatalog
@@ -92,8 +91,9 @@ class Ranker:
     @torch.inference_mode()
     def rank(self, requests: Sequence[RankRequest]) -> list[Ranked]:
         """Runs in the batcher's thread: whole-batch tensor calls only (each one hands the GIL
-        to the event loop and waits to get it back). A batch with any soft row is scored from
-        input embeddings, all of it in the same call; one without, from token ids."""
+        to the event loop and waits to get it back). A batch with any soft row is scored with
+        its vectors added in the graph, all of it in the same call; one without, from token
+        ids alone."""
         ids, mask = encode_token_lists(self.lm, [r.tokens for r in requests])
         rows = [r.soft for r in requests]
         scores = rank_items(
@@ -102,9 +102,7 @@ class Ranker:
             mask,
             exclude=[r.exclude for r in requests],
             candidates=[r.candidates for r in requests],
-            inputs_embeds=(
-                soft_embeds(self.lm, ids, mask, rows) if any(r is not None for r in rows) else None
-            ),
+            soft=slot_vectors(self.lm, rows) if any(r is not None for r in rows) else None,
         )
         k = min(max(r.count for r in requests), scores.shape[1])
         top_indices, top_values = top_items(scores, k)
@@ -118,12 +116,10 @@ class Ranker:
         return out
 
 
-def soft_embeds(
-    lm: RecLM, ids: torch.Tensor, mask: torch.Tensor, rows: Sequence[SoftRow | None]
-) -> torch.Tensor:
-    """The batch's input embeddings, each soft row's vectors added to its slots. A row without
-    gets zero vectors: its own prompt, exactly. Vectors of fewer slots than the batch's most
-    are padded with zeros in front (slots they leave as they are)."""
+def slot_vectors(lm: RecLM, rows: Sequence[SoftRow | None]) -> SlotVectors:
+    """The batch's soft vectors and slots, built in numpy (one tensor each at the end): a row
+    without gets zero vectors, its own prompt exactly. Vectors of fewer slots than the batch's
+    most are padded with zeros in front (slots they leave as they are)."""
     k = max(r.vectors.shape[0] for r in rows if r is not None)
     vectors = np.zeros((len(rows), k, lm.model.config.n_embd), dtype=np.float32)
     history_at = np.full(len(rows), k, dtype=np.int64)  # rows without: any k valid slots
@@ -131,6 +127,6 @@ def soft_embeds(
         if r is not None:
             vectors[i, k - r.vectors.shape[0] :] = r.vectors
             history_at[i] = r.history_at
-    encoded = Encoded(ids, mask, torch.from_numpy(history_at).to(ids.device))
-    embeds, _ = splice(lm, encoded, torch.from_numpy(vectors).to(ids.device))
-    return embeds
+    return SlotVectors(
+        torch.from_numpy(vectors).to(lm.device), torch.from_numpy(history_at).to(lm.device)
+    )

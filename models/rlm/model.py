@@ -144,10 +144,10 @@ class RecLM:
         default=None, init=False, repr=False
     )
     """((model id, device), the inference scorer `models.ranking.item_scorer` built for them)"""
-    _embeds_scorer: tuple[tuple[int, torch.device], Any] | None = field(
+    _slot_scorer: tuple[tuple[int, torch.device], Any] | None = field(
         default=None, init=False, repr=False
     )
-    """The same for `models.ranking.embeds_scorer` (prompts given as input embeddings)."""
+    """The same for `models.ranking.slot_scorer` (prompts with soft vectors in their slots)."""
 
     def __post_init__(self) -> None:
         retain_freed_memory()  # once per process: every model call reuses freed pages

@@ -20,7 +20,7 @@ from promptrec.core.db.engine import make_async_engine, make_session_factory
 from promptrec.core.queue import SearchQueue, make_queue
 from promptrec.core.settings import Settings
 from promptrec.core.soft_composer import LoadedComposer, configured_composer
-from promptrec.models.ranking import embeds_scorer, item_scorer
+from promptrec.models.ranking import item_scorer, slot_scorer
 from promptrec.models.rlm.model import RecLM
 from promptrec.models.user_context import ItemCatalog
 from promptrec.service.batching import MicroBatcher
@@ -76,10 +76,10 @@ async def start_runtime(
     if lm is None:
         lm = await asyncio.to_thread(RecLM.load, settings.model_path, settings.device)
     lm.model.eval()
-    # Trace the ranking graphs now, not in a request: token ids, and input embeddings (a batch
-    # with a soft version's vectors).
+    # Trace the ranking graphs now, not in a request: token ids, and token ids with soft
+    # vectors (a batch with a soft version's vectors).
     await asyncio.to_thread(item_scorer, lm)
-    await asyncio.to_thread(embeds_scorer, lm)
+    await asyncio.to_thread(slot_scorer, lm)
     fingerprint = await asyncio.to_thread(lm.fingerprint)
     soft, soft_problem = await asyncio.to_thread(configured_composer, settings, lm, fingerprint)
     catalog = await load_catalog(sessions, lm)

@@ -28,7 +28,7 @@ from torch import nn
 
 from promptrec.models.prompts.rendering import UserPrompt, render_prompt
 from promptrec.models.prompts.soft.config import SoftConfig
-from promptrec.models.ranking import encode_token_lists
+from promptrec.models.ranking import add_slot_vectors, encode_token_lists
 from promptrec.models.rlm.model import RecLM
 from promptrec.models.templates import TEMPLATES, PromptFields
 from promptrec.models.text import item_token
@@ -133,12 +133,7 @@ def splice(
     embeds = lm.model.get_input_embeddings()(encoded.ids)
     if vectors is None:
         return embeds, encoded.mask
-    k = vectors.shape[1]
-    slots = encoded.history_at[:, None] - k + torch.arange(k, device=embeds.device)[None]
-    offsets = torch.zeros_like(embeds).scatter(
-        1, slots[..., None].expand(-1, -1, embeds.shape[2]), vectors.to(embeds.dtype)
-    )
-    return embeds + offsets, encoded.mask
+    return add_slot_vectors(embeds, encoded.history_at, vectors), encoded.mask
 
 
 def soft_item_logits(
