@@ -2,10 +2,13 @@
 file loads as versions of strategy rpp (never twice), a new user who posts events over HTTP is
 given the policy's choice by the worker and is then served it (prompt view and ranking), and a
 `promptrec worker` process killed mid-batch of an RPP job loses no user and writes no version
-twice."""
+twice; a drifting user keeps a stored choice that still beats the policy's rival on their recent
+events and is searched again otherwise."""
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -14,13 +17,26 @@ from promptrec.cli.demo import cold_users
 from promptrec.cli.gateway import gateway_app
 from promptrec.core.db.engine import make_sync_engine
 from promptrec.core.db.prompt_loader import load_prompt_set
-from promptrec.core.db.tables import UserPrompt
-from promptrec.models.prompts.rpp.slots import choice_from_names, render_choice
+from promptrec.core.db.tables import JobOutcome, JobScope, JobStatus, UserPrompt
+from promptrec.core.queue import SearchTask
+from promptrec.core.repositories.jobs import WorkItem
+from promptrec.core.repositories.users import UserData
+from promptrec.models.data.dataset import InteractionData
+from promptrec.models.data.splits import make_splits
+from promptrec.models.prompts.rpp.rewards import state_fields
+from promptrec.models.prompts.rpp.slots import (
+    all_choices,
+    choice_from_names,
+    choice_names,
+    render_choice,
+)
 from promptrec.models.prompts.rpp.state import RppPromptSet
 from promptrec.models.rlm.model import RecLM
 from promptrec.models.templates import PromptFields
-from promptrec.models.user_context import profile_words
+from promptrec.models.user_context import ItemCatalog, profile_words
 from promptrec.service.inference import Ranker, RankRequest
+from promptrec.worker.rpp_searcher import RppSearcher, rpp_outcomes
+from promptrec.worker.searcher import user_examples
 from tests.support.databases import prepared_database
 from tests.support.paths import REPO, SMALL_MODEL
 from tests.support.processes import wait_for
@@ -109,3 +125,58 @@ def test_a_worker_killed_mid_batch_of_an_rpp_job_loses_no_user(
     engine.dispose()
     view.close()
     assert written == ["rpp"] * len(USERS)
+
+
+def _drifting_users(searcher: RppSearcher, histories: list[list[str]]):
+    """Users four events after their search, each stored with the slot choice that scores best
+    on those events and one with the worst (the scorer's own NDCG@10, each item from the
+    history before it), where the two differ from the policy's rival."""
+    for n, history in enumerate(histories):
+        probe = UserData(f"probe{n}", history, 30.0, "F", "artist", [], 4)
+        examples = user_examples(searcher.catalog, [probe], 4, 0)
+        rival = searcher.search.choose(searcher.policy, state_fields(examples))[0]
+        choices = all_choices()
+        scores = [
+            searcher.search.scorer.score(examples.fields, examples.targets, [c] * 4)[0].mean()
+            for c in choices
+        ]
+        rival_score = scores[choices.index(rival)]
+        best, worst = choices[int(np.argmax(scores))], choices[int(np.argmin(scores))]
+        if max(scores) > rival_score > min(scores):
+            return (
+                [
+                    UserData(name, history, 30.0, "F", "artist", [], 4, rpp_choice=choice_names(c))
+                    for name, c in (("keeps", best), ("loses", worst))
+                ],
+                {"keeps": max(scores), "loses": min(scores)},
+                rival_score,
+            )
+    raise AssertionError("no user whose choices score differently on their recent events")
+
+
+def test_a_drifting_rpp_user_keeps_a_choice_that_still_wins_and_is_searched_again_otherwise(
+    movielens_dir,
+):
+    data = InteractionData.load(movielens_dir)
+    splits = make_splits(data)
+    lm = RecLM.load(SMALL_MODEL)
+    searcher = RppSearcher.from_file(lm, ItemCatalog.build(data.items, splits), RPP_CHOICES)
+    assert searcher.policy is not None
+    histories = [[splits.item_ids[i] for i in splits.train[u]] for u in splits.user_indices("cold")]
+    users, stored_scores, rival_score = _drifting_users(searcher, histories[:20])
+    checks = searcher.drift(users)
+    for u in users:  # the check's figures: the stored choice's and the rival's, recomputed
+        assert checks[u.user_id].personal == pytest.approx(stored_scores[u.user_id], abs=1e-6)
+        assert checks[u.user_id].task_level == pytest.approx(rival_score, abs=1e-6)
+    assert checks["keeps"].personal_wins and not checks["loses"].personal_wins
+
+    batch = [SearchTask("job", u.user_id, "sequential") for u in users]
+    items = {s.key: WorkItem(s, JobScope.DRIFTING, JobStatus.RUNNING, 1, "rpp") for s in batch}
+    by_id = {u.user_id: u for u in users}
+    outcomes, errors, _ = rpp_outcomes(searcher, "fp", batch, items, by_id)
+    found = {o.search.user_id: o for o in outcomes}
+    assert errors == {}
+    assert (found["keeps"].outcome, found["keeps"].prompt) == (JobOutcome.PERSONAL_STILL_WINS, None)
+    again = found["loses"].prompt
+    assert found["loses"].outcome == JobOutcome.PERSONALIZED and again is not None
+    assert again.strategy == "rpp" and again.state is not None
