@@ -14,9 +14,11 @@ soft-prompt set file as versions of strategy soft (`soft_loader`).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
@@ -24,7 +26,16 @@ from sqlalchemy.orm import Session
 from promptrec.core.db.tables import PromptSet, User, UserPrompt
 from promptrec.models.prompts.names import StrategyName
 from promptrec.models.prompts.paprec.state import PromptSet as PromptSetFile
+from promptrec.models.prompts.paprec.state import UserOutcome
 from promptrec.models.prompts.rendering import DEFAULT_TEMPLATE
+
+
+@dataclass(frozen=True)
+class UserVersionCounts:
+    added: int = 0
+    unchanged: int = 0
+    unknown: int = 0
+    newer: int = 0  # the database's version was searched after the file
 
 
 @dataclass(frozen=True)
@@ -36,6 +47,24 @@ class PromptLoadReport:
     users_unknown: int
     users_newer: int = 0  # the database's version was searched after the file
     strategy: str = StrategyName.PAPREC
+
+    @classmethod
+    def of(
+        cls,
+        counts: UserVersionCounts,
+        task_version: int = 0,
+        task_added: bool = False,
+        strategy: str = StrategyName.PAPREC,
+    ) -> PromptLoadReport:
+        return cls(
+            task_version,
+            task_added,
+            counts.added,
+            counts.unchanged,
+            counts.unknown,
+            counts.newer,
+            strategy,
+        )
 
     def line(self) -> str:
         task = "added as" if self.task_added else "unchanged at"
@@ -92,6 +121,49 @@ def latest_locked(session: Session, user: str, task: str, fingerprint: str) -> U
         .order_by(UserPrompt.version.desc())
         .limit(1)
     )
+
+
+def add_user_versions(
+    session: Session,
+    task: str,
+    fingerprint: str,
+    searched_at: datetime,
+    versions: Iterable[tuple[str, dict[str, Any]]],
+    identity: str,
+) -> UserVersionCounts:
+    """Each (user, columns of their version in the file) added as the user's next version, by
+    the rule every prompt file follows: users the database does not know are skipped, a version
+    searched after the file is kept, and one of the same strategy whose `identity` column (what
+    the prompt is: tokens, choice, vectors) equals the file's is left unchanged."""
+    known = set(session.scalars(select(User.user_id)))
+    added = unchanged = unknown = kept_newer = 0
+    for user, columns in versions:
+        if user not in known:
+            unknown += 1
+            continue
+        latest = latest_locked(session, user, task, fingerprint)
+        if latest is not None and newer(latest.searched_at, searched_at):
+            kept_newer += 1
+            continue
+        if (
+            latest is not None
+            and latest.strategy == columns["strategy"]
+            and getattr(latest, identity) == columns[identity]
+        ):
+            unchanged += 1
+            continue
+        session.add(
+            UserPrompt(
+                user_id=user,
+                task=task,
+                model_fingerprint=fingerprint,
+                version=next_user_version(session, user, task),
+                searched_at=searched_at,
+                **columns,
+            )
+        )
+        added += 1
+    return UserVersionCounts(added, unchanged, unknown, kept_newer)
 
 
 def load_prompt_set(engine: Engine, path: Path) -> PromptLoadReport:
@@ -153,43 +225,27 @@ def load_prompt_set(engine: Engine, path: Path) -> PromptLoadReport:
             if current.config is None and list(current.tokens) == state.task_tokens:
                 # Stored before sets kept their settings: this file is where they came from.
                 current.config, current.searched_at = config, searched_at
-        known = set(session.scalars(select(User.user_id)))
-        added = unchanged = unknown = kept_newer = 0
-        for user, outcome in sorted(state.outcomes.items()):
-            if user not in known:
-                unknown += 1
-                continue
-            latest = latest_locked(session, user, task, fingerprint)
-            # A searched user who keeps the task-level prompt gets a version with no tokens:
-            # the worker's new-user trigger then knows they were searched.
-            tokens = list(outcome.tokens) if outcome.kept else []
-            if latest is not None and newer(latest.searched_at, searched_at):
-                kept_newer += 1
-                continue
-            if (
-                latest is not None
-                and latest.strategy == StrategyName.PAPREC
-                and list(latest.tokens) == tokens
-            ):
-                unchanged += 1
-                continue
-            session.add(
-                UserPrompt(
-                    user_id=user,
-                    task=task,
-                    model_fingerprint=fingerprint,
-                    version=next_user_version(session, user, task),
-                    tokens=tokens,
-                    metric_before=outcome.surrogate_before,
-                    metric_after=outcome.surrogate_after
-                    if outcome.kept
-                    else outcome.surrogate_before,
-                    metrics={
-                        "held_out_logp_before": outcome.held_out_logp_before,
-                        "held_out_logp_after": outcome.held_out_logp_after,
-                    },
-                    searched_at=searched_at,
-                )
-            )
-            added += 1
-    return PromptLoadReport(version, task_added, added, unchanged, unknown, kept_newer)
+        counts = add_user_versions(
+            session,
+            task,
+            fingerprint,
+            searched_at,
+            ((user, _paprec_columns(outcome)) for user, outcome in sorted(state.outcomes.items())),
+            identity="tokens",
+        )
+    return PromptLoadReport.of(counts, version, task_added)
+
+
+def _paprec_columns(outcome: UserOutcome) -> dict[str, Any]:
+    # A searched user who keeps the task-level prompt gets a version with no tokens: the
+    # worker's new-user trigger then knows they were searched.
+    return {
+        "strategy": StrategyName.PAPREC,
+        "tokens": list(outcome.tokens) if outcome.kept else [],
+        "metric_before": outcome.surrogate_before,
+        "metric_after": outcome.surrogate_after if outcome.kept else outcome.surrogate_before,
+        "metrics": {
+            "held_out_logp_before": outcome.held_out_logp_before,
+            "held_out_logp_after": outcome.held_out_logp_after,
+        },
+    }
