@@ -4,15 +4,16 @@ interrupted run resumes where it stopped."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from promptrec.models.data.splits import Splits
 from promptrec.models.prompts.paprec.config import PaprecConfig
 from promptrec.models.prompts.paprec.search import PaprecSearch
 from promptrec.models.prompts.paprec.state import PaprecState, PromptSet
+from promptrec.models.prompts.runs import resumed, search_in_chunks
 from promptrec.models.prompts.selection import training_examples, users_to_search
 from promptrec.models.rlm.model import RecLM
 from promptrec.models.user_context import ItemCatalog
@@ -35,16 +36,10 @@ def run_search(
     config = config or PaprecConfig()
     search = PaprecSearch(lm, config, progress=progress)
     fingerprint = lm.fingerprint()
-    prompt_set = PromptSet(
+    fresh = PromptSet(
         task, config, PaprecState([config.init_token] * config.task_tokens), fingerprint
     )
-    if resume and out.is_file():
-        previous = PromptSet.load(out)
-        if previous.model_fingerprint != fingerprint or previous.config != config:
-            raise ValueError(
-                f"{out} was searched with another model or config; remove it or pass another --out"
-            )
-        prompt_set = previous
+    prompt_set = resumed(out, resume, fresh, PromptSet.load)
 
     def examples_for(users: np.ndarray):
         return training_examples(splits, users, profiles, catalog, config)
@@ -59,14 +54,17 @@ def run_search(
         prompt_set.state.task_complete = True
         prompt_set.save(out)
 
-    pending = users_to_search(splits, personal_users, prompt_set.state.outcomes)
-    bar = tqdm(total=len(pending), disable=not progress, desc="personal search", unit="user")
-    for lo in range(0, len(pending), PERSONAL_CHUNK):
-        chunk = np.array(pending[lo : lo + PERSONAL_CHUNK])
-        outcomes = search.search_personal(examples_for(chunk), prompt_set.state.task_tokens)
-        prompt_set.state.apply(outcomes)
-        prompt_set.save(out)
-        bar.update(len(chunk))
-    bar.close()
+    def search_personal(chunk: Sequence[int]) -> None:
+        examples = examples_for(np.array(chunk))
+        prompt_set.state.apply(search.search_personal(examples, prompt_set.state.task_tokens))
+
+    search_in_chunks(
+        users_to_search(splits, personal_users, prompt_set.state.outcomes),
+        PERSONAL_CHUNK,
+        search_personal,
+        lambda: prompt_set.save(out),
+        "personal search",
+        progress,
+    )
     prompt_set.save(out)
     return prompt_set

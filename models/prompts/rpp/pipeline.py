@@ -5,16 +5,16 @@ interrupted run resumes where it stopped."""
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from promptrec.models.data.splits import Splits
 from promptrec.models.prompts.rpp.config import RppConfig
 from promptrec.models.prompts.rpp.search import RppSearch
 from promptrec.models.prompts.rpp.state import RppPromptSet, RppState
+from promptrec.models.prompts.runs import resumed, search_in_chunks
 from promptrec.models.prompts.selection import training_examples, users_to_search
 from promptrec.models.rlm.model import RecLM
 from promptrec.models.user_context import ItemCatalog
@@ -45,14 +45,8 @@ def run_rpp_search(
 ) -> RppPromptSet:
     config = config or RppConfig()
     fingerprint = lm.fingerprint()
-    prompt_set = RppPromptSet(task, config, RppState(), fingerprint)
-    if resume and out.is_file():
-        previous = RppPromptSet.load(out)
-        if previous.model_fingerprint != fingerprint or asdict(previous.config) != asdict(config):
-            raise ValueError(
-                f"{out} was searched with another model or config; remove it or pass another --out"
-            )
-        prompt_set = previous
+    fresh = RppPromptSet(task, config, RppState(), fingerprint)
+    prompt_set = resumed(out, resume, fresh, RppPromptSet.load)
     search = RppSearch(lm, config, progress=progress)
     if prompt_set.state.policy is None:
         started = time.perf_counter()
@@ -69,14 +63,17 @@ def run_rpp_search(
         }
         prompt_set.save(out)
 
-    pending = users_to_search(splits, personal_users, prompt_set.state.outcomes)
-    bar = tqdm(total=len(pending), disable=not progress, desc="RPP refinement", unit="user")
-    for lo in range(0, len(pending), REFINE_CHUNK):
-        chunk = pending[lo : lo + REFINE_CHUNK]
+    def refine(chunk: Sequence[int]) -> None:
         examples = training_examples(splits, chunk, profiles, catalog, config)
         prompt_set.state.apply(search.refine(prompt_set.state.policy, examples))
-        prompt_set.save(out)
-        bar.update(len(chunk))
-    bar.close()
+
+    search_in_chunks(
+        users_to_search(splits, personal_users, prompt_set.state.outcomes),
+        REFINE_CHUNK,
+        refine,
+        lambda: prompt_set.save(out),
+        "RPP refinement",
+        progress,
+    )
     prompt_set.save(out)
     return prompt_set

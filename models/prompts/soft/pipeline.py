@@ -5,13 +5,13 @@ stopped."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
-
-from tqdm.auto import tqdm
 
 from promptrec.models.data.splits import Splits
 from promptrec.models.evaluation import user_fields
+from promptrec.models.prompts.runs import resumed, search_in_chunks
 from promptrec.models.prompts.selection import (
     SearchExamples,
     training_examples,
@@ -65,14 +65,8 @@ def run_soft_search(
 ) -> SoftPromptSet:
     config = config or SoftConfig()
     fingerprint = lm.fingerprint()
-    prompt_set = SoftPromptSet(task, config, SoftState(), fingerprint)
-    if resume and out.is_file():
-        previous = SoftPromptSet.load(out)
-        if previous.model_fingerprint != fingerprint or asdict(previous.config) != asdict(config):
-            raise ValueError(
-                f"{out} was searched with another model or config; remove it or pass another --out"
-            )
-        prompt_set = previous
+    fresh = SoftPromptSet(task, config, SoftState(), fingerprint)
+    prompt_set = resumed(out, resume, fresh, SoftPromptSet.load)
     if prompt_set.state.composer is None:
         tuned, log = tune_composer(
             lm,
@@ -86,16 +80,20 @@ def run_soft_search(
 
     composer = prompt_set.state.composer
     assert composer is not None
-    pending = users_to_search(splits, personal_users, prompt_set.state.outcomes)
-    bar = tqdm(total=len(pending), disable=not progress, desc="soft prompt fit", unit="user")
-    for lo in range(0, len(pending), FIT_CHUNK):
-        chunk = pending[lo : lo + FIT_CHUNK]
+
+    def fit(chunk: Sequence[int]) -> None:
         examples = training_examples(splits, chunk, profiles, catalog, config)
         current = user_fields(splits, catalog, profiles, chunk, "valid")
         outcomes = fit_users(lm, composer, examples, current, config)
         prompt_set.state.apply(dict(zip(examples.users, outcomes, strict=True)))
-        prompt_set.save(out)
-        bar.update(len(chunk))
-    bar.close()
+
+    search_in_chunks(
+        users_to_search(splits, personal_users, prompt_set.state.outcomes),
+        FIT_CHUNK,
+        fit,
+        lambda: prompt_set.save(out),
+        "soft prompt fit",
+        progress,
+    )
     prompt_set.save(out)
     return prompt_set
