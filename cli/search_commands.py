@@ -6,7 +6,9 @@ composer next to it)."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from promptrec.cli.options import (
     DEFAULT_DATA,
@@ -167,12 +169,9 @@ def _search(args: argparse.Namespace) -> int:
         return _search_rpp(args)
     if args.strategy == StrategyName.SOFT:
         return _search_soft(args)
-    args.out = args.out or DEFAULT_PROMPTS
-    from promptrec.models.model_context import load_context
     from promptrec.models.prompts.paprec.pipeline import run_search
 
-    data, splits = load_splits(args.data)
-    lm, catalog, profiles = load_context(args.model, data, splits)
+    out = args.out or DEFAULT_PROMPTS
     config = PaprecConfig(
         task_tokens=args.task_tokens,
         personal_tokens=args.personal_tokens,
@@ -186,31 +185,43 @@ def _search(args: argparse.Namespace) -> int:
         recheck_fraction=args.recheck_fraction,
         seed=args.seed,
     )
-    prompt_set = run_search(
+    prompt_set = _run(args, run_search, out, config)
+    print(f"task tokens: {' '.join(prompt_set.state.task_tokens)}")
+    print(f"personal tokens kept by {_kept(prompt_set)} users")
+    print(f"prompt set written to {out}")
+    return 0
+
+
+def _run(args: argparse.Namespace, run_pipeline: Callable[..., Any], out: Path, config: Any):
+    """A strategy's whole run (`models.prompts.<strategy>.pipeline`) on the model and data of
+    the command line, resumed from `out` unless --restart."""
+    from promptrec.models.model_context import load_context
+
+    data, splits = load_splits(args.data)
+    lm, catalog, profiles = load_context(args.model, data, splits)
+    return run_pipeline(
         lm,
         splits,
         catalog,
         profiles,
-        args.out,
+        out,
         config,
         args.task,
         args.personal,
         resume=not args.restart,
     )
-    kept = sum(o.kept for o in prompt_set.state.outcomes.values())
-    print(f"task tokens: {' '.join(prompt_set.state.task_tokens)}")
-    print(f"personal tokens kept by {kept} of {len(prompt_set.state.outcomes)} users")
-    print(f"prompt set written to {args.out}")
-    return 0
+
+
+def _kept(prompt_set) -> str:
+    """'K of N': the searched users whose own prompt was kept."""
+    outcomes = prompt_set.state.outcomes.values()
+    return f"{sum(o.kept for o in outcomes)} of {len(outcomes)}"
 
 
 def _search_rpp(args: argparse.Namespace) -> int:
-    from promptrec.models.model_context import load_context
     from promptrec.models.prompts.rpp.pipeline import run_rpp_search
 
     out = args.out or DEFAULT_RPP_CHOICES
-    data, splits = load_splits(args.data)
-    lm, catalog, profiles = load_context(args.model, data, splits)
     config = RppConfig(
         reward_metric=args.reward_metric,
         selection_per_user=args.selection_per_user,
@@ -222,35 +233,21 @@ def _search_rpp(args: argparse.Namespace) -> int:
         refine_samples=args.refine_samples,
         seed=args.seed,
     )
-    prompt_set = run_rpp_search(
-        lm,
-        splits,
-        catalog,
-        profiles,
-        out,
-        config,
-        args.task,
-        args.personal,
-        resume=not args.restart,
-    )
+    prompt_set = _run(args, run_rpp_search, out, config)
     training = prompt_set.state.training
-    kept = sum(o.kept for o in prompt_set.state.outcomes.values())
     print(
         f"policy: {training['train_users']} users, kept iteration {training['best_iteration']} "
         f"of {training['iterations']}, {training['total_seconds']} s"
     )
-    print(f"refined choices kept by {kept} of {len(prompt_set.state.outcomes)} users")
+    print(f"refined choices kept by {_kept(prompt_set)} users")
     print(f"choices written to {out}, policy to {out.parent / out.stem}-policy")
     return 0
 
 
 def _search_soft(args: argparse.Namespace) -> int:
-    from promptrec.models.model_context import load_context
     from promptrec.models.prompts.soft.pipeline import run_soft_search
 
     out = args.out or DEFAULT_SOFT_SET
-    data, splits = load_splits(args.data)
-    lm, catalog, profiles = load_context(args.model, data, splits)
     config = SoftConfig(
         pool_size=args.pool_size,
         n_vectors=args.vectors,
@@ -262,24 +259,13 @@ def _search_soft(args: argparse.Namespace) -> int:
         fit_window=args.fit_window,
         seed=args.seed,
     )
-    prompt_set = run_soft_search(
-        lm,
-        splits,
-        catalog,
-        profiles,
-        out,
-        config,
-        args.task,
-        args.personal,
-        resume=not args.restart,
-    )
+    prompt_set = _run(args, run_soft_search, out, config)
     tuning = prompt_set.state.training
-    kept = sum(o.kept for o in prompt_set.state.outcomes.values())
     print(
         f"composer: epoch {tuning['best_epoch']} of {len(tuning['epochs']) - 1} kept, validation "
         f"NDCG@10 {tuning['epochs'][tuning['best_epoch']]['valid_ndcg10']} (plain prompt "
         f"{tuning['plain_valid_ndcg10']}), {tuning['seconds']} s"
     )
-    print(f"fitted vectors kept by {kept} of {len(prompt_set.state.outcomes)} users")
+    print(f"fitted vectors kept by {_kept(prompt_set)} users")
     print(f"soft prompts written to {out}, composer to {out.parent / out.stem}-composer")
     return 0
