@@ -12,8 +12,12 @@ from promptrec.models.templates import PromptFields
 from promptrec.models.user_context import profile_words
 from promptrec.service.inference import Ranker, RankRequest
 from tests.support.databases import prepared_database
-from tests.support.gateway_app import new_user_id, run_async, write_user_prompt
-from tests.support.processes import wait_for
+from tests.support.gateway_app import (
+    finished_admin_job,
+    new_user_id,
+    run_async,
+    write_user_prompt,
+)
 from tests.support.settings import admin_headers, service_settings
 
 CHOICE = {"template": "seq-3", "window": "5", "fields": "none"}
@@ -99,19 +103,9 @@ def test_an_admin_rpp_job_writes_an_rpp_version_and_rollback_restores_the_previo
         runtime = client.app.state.runtime
         portal_call = client.portal.call
         first = portal_call(write_user_prompt, runtime, "u5", "sequential", ["comedy"])
-        created = client.post(
-            "/v1/admin/prompt-search-jobs",
-            json={"user_ids": ["u5"], "strategy": "rpp"},
-            headers=admin_headers(),
-        )
-        assert created.status_code == 202 and created.json()["strategy"] == "rpp"
-        job_url = f"/v1/admin/prompt-search-jobs/{created.json()['job_id']}"
-
-        def done() -> bool:
-            return client.get(job_url, headers=admin_headers()).json()["status"] == "done"
-
-        wait_for(done, 120, "the RPP job to finish")
-        job = client.get(job_url, headers=admin_headers()).json()
+        body = {"user_ids": ["u5"], "strategy": "rpp"}
+        created, job = finished_admin_job(client, body, 120)
+        assert created["strategy"] == "rpp"
         assert job["strategy"] == "rpp" and job["users"][0]["outcome"] == "personalized"
         view = client.get("/v1/users/u5/prompt", params={"task": "sequential"}).json()
         assert (view["strategy"], view["version"]) == ("rpp", first + 1)

@@ -27,8 +27,12 @@ from promptrec.models.prompts.soft.state import SoftPromptSet, SoftState, vector
 from promptrec.models.templates import TEMPLATES
 from promptrec.service.inference import Ranker, RankRequest, prompt_tokens, soft_row
 from tests.support.databases import prepared_database
-from tests.support.gateway_app import new_user_id, run_async, write_user_prompt
-from tests.support.processes import wait_for
+from tests.support.gateway_app import (
+    finished_admin_job,
+    new_user_id,
+    run_async,
+    write_user_prompt,
+)
 from tests.support.settings import admin_headers, service_settings
 from tests.support.soft_prompts import TEST_CONFIG, model_side_ranking, save_composer
 
@@ -168,19 +172,8 @@ def test_an_admin_soft_job_writes_a_soft_version_and_rollback_restores_the_previ
     first = client.portal.call(write_user_prompt, runtime, "u5", "sequential", ["comedy"])
     ranked_url = "/v1/users/u5/recommendations"
     tokens_ranking = client.post(ranked_url, json={"count": COUNT}).json()["items"]
-    created = client.post(
-        "/v1/admin/prompt-search-jobs",
-        json={"user_ids": ["u5"], "strategy": "soft"},
-        headers=admin_headers(),
-    )
-    assert created.status_code == 202 and created.json()["strategy"] == "soft"
-    job_url = f"/v1/admin/prompt-search-jobs/{created.json()['job_id']}"
-
-    def done() -> bool:
-        return client.get(job_url, headers=admin_headers()).json()["status"] == "done"
-
-    wait_for(done, 60, "the soft job to finish")
-    job = client.get(job_url, headers=admin_headers()).json()
+    created, job = finished_admin_job(client, {"user_ids": ["u5"], "strategy": "soft"}, 60)
+    assert created["strategy"] == "soft"
     assert job["strategy"] == "soft" and job["users"][0]["outcome"] == "personalized"
     view = client.get("/v1/users/u5/prompt", params={"task": "sequential"}).json()
     assert (view["strategy"], view["version"], view["personalized"]) == ("soft", first + 1, True)

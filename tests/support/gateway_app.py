@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from fastapi.testclient import TestClient
 
 from promptrec.core.settings import Settings
+from tests.support.processes import wait_for
+from tests.support.settings import admin_headers
 
 
 @dataclass
@@ -55,3 +57,17 @@ async def write_task_prompt(runtime, task: str, tokens: list[str]) -> int:
 
 def new_user_id() -> str:
     return f"t-{uuid.uuid4().hex[:12]}"
+
+
+def finished_admin_job(client: TestClient, body: dict, timeout_s: float) -> tuple[dict, dict]:
+    """Post an admin prompt-search job and wait until it is done: (the 202 answer's body, the
+    finished job)."""
+    created = client.post("/v1/admin/prompt-search-jobs", json=body, headers=admin_headers())
+    assert created.status_code == 202, created.text
+    job_url = f"/v1/admin/prompt-search-jobs/{created.json()['job_id']}"
+
+    def done() -> bool:
+        return client.get(job_url, headers=admin_headers()).json()["status"] == "done"
+
+    wait_for(done, timeout_s, f"the {body.get('strategy', 'default')} job to finish")
+    return created.json(), client.get(job_url, headers=admin_headers()).json()
