@@ -16,8 +16,28 @@ from promptrec.models.rlm.model import RecLM
 from tests.support.databases import prepared_database, temporary_postgres_database
 from tests.support.paths import MOVIELENS, SHIPPED_PROMPTS, SMALL_MODEL
 from tests.support.private_servers import RedisServer
+from tests.support.search_jobs import JobView, prompt_versions, queue_job
+from tests.support.settings import worker_env
 
 USERS = [str(u) for u in range(1, 33)]  # a job of four worker batches of 8
+
+
+def queued_job(
+    database_url: str, redis_url: str, fingerprint: str, strategy: str = "paprec", **settings
+) -> tuple[dict[str, str], dict[str, int], JobView]:
+    """A job for USERS, queued as the gateway queues it; (worker env, versions before, view)."""
+    env = worker_env(database_url, redis_url, SMALL_MODEL, **settings)
+    before = prompt_versions(database_url, USERS)
+    view = JobView(database_url, queue_job(env, USERS, fingerprint, strategy=strategy))
+    return env, before, view
+
+
+def assert_every_user_has_one_new_version(view: JobView, database_url: str, before: dict):
+    assert view.statuses() == {"done": len(USERS)}
+    assert view.job_status() == "done"
+    assert view.versions_written() == dict.fromkeys(USERS, 1)
+    after = prompt_versions(database_url, USERS)
+    assert after == {u: before.get(u, 0) + 1 for u in USERS}
 
 
 @pytest.fixture(scope="session")

@@ -14,26 +14,10 @@ from promptrec.core.db.tables import User
 from tests.support.paths import SHIPPED_PROMPTS, SMALL_MODEL
 from tests.support.private_servers import PostgresServer
 from tests.support.processes import wait_for
-from tests.support.search_jobs import JobView, prompt_versions, queue_job
+from tests.support.search_jobs import JobView, queue_job
 from tests.support.settings import worker_env
 from tests.support.worker_process import kill_mid_batch_then_finish, workers
-from tests.worker.conftest import USERS
-
-
-def queued_job(database_url: str, redis_url: str, fingerprint: str, **settings):
-    """A job for USERS, queued as the gateway queues it; (worker env, versions before, view)."""
-    env = worker_env(database_url, redis_url, SMALL_MODEL, **settings)
-    before = prompt_versions(database_url, USERS)
-    view = JobView(database_url, queue_job(env, USERS, fingerprint))
-    return env, before, view
-
-
-def assert_every_user_has_one_new_version(view: JobView, database_url: str, before: dict):
-    assert view.statuses() == {"done": len(USERS)}
-    assert view.job_status() == "done"
-    assert view.versions_written() == dict.fromkeys(USERS, 1)
-    after = prompt_versions(database_url, USERS)
-    assert after == {u: before.get(u, 0) + 1 for u in USERS}
+from tests.worker.conftest import USERS, assert_every_user_has_one_new_version, queued_job
 
 
 def test_a_worker_killed_mid_batch_loses_no_user(

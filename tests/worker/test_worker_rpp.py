@@ -40,10 +40,9 @@ from promptrec.worker.searcher import user_examples
 from tests.support.databases import prepared_database
 from tests.support.paths import REPO, SMALL_MODEL
 from tests.support.processes import wait_for
-from tests.support.search_jobs import JobView, prompt_versions, queue_job
-from tests.support.settings import service_settings, worker_env
+from tests.support.settings import service_settings
 from tests.support.worker_process import kill_mid_batch_then_finish
-from tests.worker.conftest import USERS
+from tests.worker.conftest import USERS, assert_every_user_has_one_new_version, queued_job
 
 RPP_CHOICES = REPO / "artifacts" / "prompts" / "rpp.json"
 
@@ -108,15 +107,15 @@ def test_a_worker_killed_mid_batch_of_an_rpp_job_loses_no_user(
     redis_server,
     small_fingerprint,
 ):
-    env = worker_env(
-        movielens_database, redis_server.url, SMALL_MODEL, rpp_choices_path=str(RPP_CHOICES)
+    env, before, view = queued_job(
+        movielens_database,
+        redis_server.url,
+        small_fingerprint,
+        "rpp",
+        rpp_choices_path=str(RPP_CHOICES),
     )
-    before = prompt_versions(movielens_database, USERS)
-    view = JobView(movielens_database, queue_job(env, USERS, small_fingerprint, strategy="rpp"))
     kill_mid_batch_then_finish(env, tmp_path, view, len(USERS))
-    assert view.statuses() == {"done": len(USERS)}
-    assert view.versions_written() == dict.fromkeys(USERS, 1)
-    assert prompt_versions(movielens_database, USERS) == {u: before.get(u, 0) + 1 for u in USERS}
+    assert_every_user_has_one_new_version(view, movielens_database, before)
     engine = make_sync_engine(movielens_database)
     with Session(engine) as session:
         written = session.scalars(

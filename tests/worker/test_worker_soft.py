@@ -35,11 +35,10 @@ from promptrec.worker.soft_searcher import SoftSearcher, soft_outcomes
 from tests.support.databases import prepared_database
 from tests.support.paths import REPO, SMALL_MODEL
 from tests.support.processes import promptrec_command, wait_for
-from tests.support.search_jobs import JobView, prompt_versions, queue_job
 from tests.support.settings import service_settings, worker_env
 from tests.support.soft_prompts import model_side_ranking, save_composer
 from tests.support.worker_process import kill_mid_batch_then_finish
-from tests.worker.conftest import USERS
+from tests.worker.conftest import USERS, assert_every_user_has_one_new_version, queued_job
 
 NEW_USER_ITEMS = [f"m{i}" for i in range(1, 60, 6)]  # ten items of one genre, oldest first
 COUNT = 50  # the whole ranking but the history: the tiny model's first ten may not move
@@ -174,18 +173,15 @@ def small_composer(tmp_path_factory, small_fingerprint):
 def test_a_worker_killed_mid_batch_of_a_soft_job_loses_no_user(
     tmp_path, movielens_database, redis_server, small_fingerprint, small_composer
 ):
-    env = worker_env(
+    env, before, view = queued_job(
         movielens_database,
         redis_server.url,
-        SMALL_MODEL,
+        small_fingerprint,
+        "soft",
         soft_composer_path=str(small_composer),
     )
-    before = prompt_versions(movielens_database, USERS)
-    view = JobView(movielens_database, queue_job(env, USERS, small_fingerprint, strategy="soft"))
     kill_mid_batch_then_finish(env, tmp_path, view, len(USERS))
-    assert view.statuses() == {"done": len(USERS)}
-    assert view.versions_written() == dict.fromkeys(USERS, 1)
-    assert prompt_versions(movielens_database, USERS) == {u: before.get(u, 0) + 1 for u in USERS}
+    assert_every_user_has_one_new_version(view, movielens_database, before)
     engine = make_sync_engine(movielens_database)
     with Session(engine) as session:
         written = session.execute(
