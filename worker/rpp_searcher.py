@@ -20,7 +20,6 @@ from promptrec.models.prompts.names import StrategyName
 from promptrec.models.prompts.rpp.config import RppConfig
 from promptrec.models.prompts.rpp.policy import RppPolicy
 from promptrec.models.prompts.rpp.refinement import Refinement
-from promptrec.models.prompts.rpp.rewards import state_fields
 from promptrec.models.prompts.rpp.search import RppSearch
 from promptrec.models.prompts.rpp.slots import (
     DEFAULT_CHOICE,
@@ -30,7 +29,7 @@ from promptrec.models.prompts.rpp.slots import (
     choice_names,
 )
 from promptrec.models.prompts.rpp.state import RppPromptSet
-from promptrec.models.prompts.selection import SearchExamples
+from promptrec.models.prompts.selection import SearchExamples, earliest_fields
 from promptrec.models.rlm.model import RecLM
 from promptrec.models.user_context import ItemCatalog
 from promptrec.worker.outcomes import batch_outcomes
@@ -95,7 +94,7 @@ class RppSearcher:
                 groups.setdefault(recent, []).append(u)
         for recent, group in groups.items():
             examples = self._examples(group, recent, 0)
-            policy = self.search.choose(self.policy, state_fields(examples))
+            policy = self.search.choose(self.policy, earliest_fields(examples))
             cache = self.search.cache(examples)
             stored = [choice_from_names(u.rpp_choice or {}) for u in group]
             rival = [p if p != s else DEFAULT_CHOICE for p, s in zip(policy, stored, strict=True)]

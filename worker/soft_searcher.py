@@ -24,13 +24,11 @@ from promptrec.core.repositories.users import UserData
 from promptrec.core.soft_composer import LoadedComposer
 from promptrec.core.soft_versions import SoftVersion, soft_state
 from promptrec.models.prompts.names import StrategyName
-from promptrec.models.prompts.selection import SearchExamples
-from promptrec.models.prompts.soft.composer import interest, soft_item_logits
+from promptrec.models.prompts.selection import earliest_fields
+from promptrec.models.prompts.soft.composer import interest, mean_target_logp
 from promptrec.models.prompts.soft.fitting import FitOutcome, fit_users
 from promptrec.models.prompts.soft.state import vectors_to_bytes
-from promptrec.models.ranking import rows_per_call, target_ranks_and_logps
 from promptrec.models.rlm.model import RecLM
-from promptrec.models.templates import PromptFields
 from promptrec.models.user_context import ItemCatalog
 from promptrec.worker.outcomes import batch_outcomes
 from promptrec.worker.searcher import (
@@ -79,41 +77,15 @@ class SoftSearcher:
             examples = user_examples(self.catalog, [u for u, _ in group], recent, 0)
             with torch.inference_mode():
                 rival = self.loaded.composer(
-                    interest(self.lm, _before_recent(examples), self.config)
+                    interest(self.lm, earliest_fields(examples), self.config)
                 )
             stored = torch.from_numpy(np.stack([soft.vectors for _, soft in group]))
-            kept = recent_logp(self.lm, examples, stored.to(self.lm.device), template)
-            other = recent_logp(self.lm, examples, rival, self.config.template)
+            rows = (examples.fields, examples.targets, examples.owner)
+            kept = mean_target_logp(self.lm, *rows, stored.to(self.lm.device), template)
+            other = mean_target_logp(self.lm, *rows, rival, self.config.template)
             for i, (u, _) in enumerate(group):
                 out[u.user_id] = DriftCheck(float(other[i]), float(kept[i]))
         return out
-
-
-def _before_recent(examples: SearchExamples) -> list[PromptFields]:
-    """Per user, the prompt of their oldest example: the history before their recent events."""
-    first: dict[int, PromptFields] = {}
-    for j, u in enumerate(examples.owner):
-        if u not in first or len(examples.fields[j].history) < len(first[u].history):
-            first[u] = examples.fields[j]
-    return [first[u] for u in range(len(examples.users))]
-
-
-@torch.inference_mode()
-def recent_logp(
-    lm: RecLM, examples: SearchExamples, vectors: torch.Tensor, template: str
-) -> np.ndarray:
-    """[users] each user's mean log-probability of their examples' targets, every example's
-    prompt with its user's `vectors` [users, k, d] (a forward pass per `rows_per_call` rows)."""
-    logps = []
-    step = rows_per_call(lm.device)
-    for lo in range(0, len(examples), step):
-        owner = examples.owner[lo : lo + step]
-        logits = soft_item_logits(lm, examples.fields[lo : lo + step], vectors[owner], template)
-        targets = torch.tensor(examples.targets[lo : lo + step], device=logits.device)
-        logps.append(target_ranks_and_logps(logits.float(), targets)[1])
-    total = np.zeros(len(examples.users))
-    np.add.at(total, examples.owner, np.concatenate(logps))
-    return total / np.maximum(np.bincount(examples.owner, minlength=len(total)), 1)
 
 
 def searched_prompt(

@@ -33,6 +33,19 @@ class SearchExamples:
     def subset(self, held_out: bool) -> list[int]:
         return [j for j, h in enumerate(self.held_out) if h == held_out]
 
+    def by_user(self) -> list[list[int]]:
+        """Per user: their examples' indices, oldest first (shortest history first)."""
+        rows: list[list[int]] = [[] for _ in self.users]
+        for j, u in enumerate(self.owner):
+            rows[u].append(j)
+        return [sorted(js, key=lambda j: len(self.fields[j].history)) for js in rows]
+
+
+def earliest_fields(examples: SearchExamples) -> list[PromptFields]:
+    """Per user of `examples`: the prompt fields of their earliest example (the history before
+    it, with the words it states); a user without examples gets an empty prompt."""
+    return [examples.fields[js[0]] if js else PromptFields([]) for js in examples.by_user()]
+
 
 def build_examples(
     users: Sequence[str],

@@ -23,7 +23,6 @@ from promptrec.core.repositories.jobs import WorkItem
 from promptrec.core.repositories.users import UserData
 from promptrec.models.data.dataset import InteractionData
 from promptrec.models.data.splits import make_splits
-from promptrec.models.prompts.rpp.rewards import state_fields
 from promptrec.models.prompts.rpp.slots import (
     all_choices,
     choice_from_names,
@@ -31,6 +30,7 @@ from promptrec.models.prompts.rpp.slots import (
     render_choice,
 )
 from promptrec.models.prompts.rpp.state import RppPromptSet
+from promptrec.models.prompts.selection import earliest_fields
 from promptrec.models.rlm.model import RecLM
 from promptrec.models.templates import PromptFields
 from promptrec.models.user_context import ItemCatalog, profile_words
@@ -133,7 +133,7 @@ def _drifting_users(searcher: RppSearcher, histories: list[list[str]]):
     for n, history in enumerate(histories):
         probe = UserData(f"probe{n}", history, 30.0, "F", "artist", [], 4)
         examples = user_examples(searcher.catalog, [probe], 4, 0)
-        rival = searcher.search.choose(searcher.policy, state_fields(examples))[0]
+        rival = searcher.search.choose(searcher.policy, earliest_fields(examples))[0]
         choices = all_choices()
         scores = [
             searcher.search.scorer.score(examples.fields, examples.targets, [c] * 4)[0].mean()

@@ -140,17 +140,6 @@ class RewardCache:
         return out[:, 0], out[:, 1]
 
 
-def state_fields(examples: SearchExamples) -> list[PromptFields]:
-    """Per user of `examples`: the prompt fields of their earliest selection example (the
-    history before it, with the words it states), what the policy reads when it is trained or
-    refined; the choice is then judged on the items that follow."""
-    out: dict[int, PromptFields] = {}
-    for u, f in zip(examples.owner, examples.fields, strict=True):
-        if u not in out or len(f.history) < len(out[u].history):
-            out[u] = f
-    return [out.get(u, PromptFields([])) for u in range(len(examples.users))]
-
-
 @torch.inference_mode()
 def user_states(lm: RecLM, fields: Sequence[PromptFields], rows_per_call: int) -> torch.Tensor:
     """[users, d_model + N_STATISTICS]: the RLM's last hidden state of each user's history under

@@ -14,11 +14,10 @@ from promptrec.models.prompts.rpp.refinement import Refinement, refine
 from promptrec.models.prompts.rpp.rewards import (
     ChoiceScorer,
     RewardCache,
-    state_fields,
     user_states,
 )
 from promptrec.models.prompts.rpp.slots import DEFAULT_CHOICE, SLOTS, Choice
-from promptrec.models.prompts.selection import SearchExamples
+from promptrec.models.prompts.selection import SearchExamples, earliest_fields
 from promptrec.models.ranking import rows_per_call
 from promptrec.models.rlm.model import RecLM
 from promptrec.models.templates import PromptFields
@@ -58,7 +57,7 @@ class RppSearch:
             values, _ = cache.rewards([users[i] for i in batch], choices, "all")
             return values - baseline[batch]
 
-        fields = state_fields(examples)
+        fields = earliest_fields(examples)
         states = self.states([fields[u] for u in users])
         return train_policy(states, reward, self.config, self.progress)
 
@@ -71,7 +70,7 @@ class RppSearch:
         users = [u for u in range(len(examples.users)) if cache.has_examples(u, "search")]
         if not users:
             return {}
-        fields = state_fields(examples)
+        fields = earliest_fields(examples)
         if policy is None:
             logits = [np.zeros((len(users), len(s.alternatives))) for s in SLOTS]
             choices = [DEFAULT_CHOICE] * len(users)

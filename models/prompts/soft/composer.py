@@ -22,13 +22,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from promptrec.models.prompts.rendering import UserPrompt, render_prompt
 from promptrec.models.prompts.soft.config import SoftConfig
-from promptrec.models.ranking import add_slot_vectors, encode_token_lists
+from promptrec.models.ranking import (
+    add_slot_vectors,
+    encode_token_lists,
+    rows_per_call,
+    target_ranks_and_logps,
+)
 from promptrec.models.rlm.model import RecLM
 from promptrec.models.templates import TEMPLATES, PromptFields
 from promptrec.models.text import item_token
@@ -147,6 +153,60 @@ def soft_item_logits(
     embeds, mask = splice(lm, encode_fields(lm, fields, template), vectors)
     hidden = lm.model.last_hidden(inputs_embeds=embeds, attention_mask=mask)
     return lm.model.item_logits(hidden, lm.item_token_ids().to(hidden.device))
+
+
+def teacher_forced_ce(
+    lm: RecLM,
+    prompts: Sequence[PromptFields],
+    items: Sequence[Sequence[int]],
+    targets: Sequence[Sequence[int]],
+    vectors: torch.Tensor,
+    template: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cross-entropy of every target, its row): row r is `prompts[r]` with its vectors and
+    `items[r]` after its history, one pass; its last len(targets[r]) positions predict
+    `targets[r]` (the first from the prompt's own history, the others from the items)."""
+    fields = [
+        PromptFields([*p.history, *i], p.profile, p.taste)
+        for p, i in zip(prompts, items, strict=True)
+    ]
+    embeds, mask = splice(lm, encode_fields(lm, fields, template), vectors)
+    hidden = lm.model(inputs_embeds=embeds, attention_mask=mask)
+    ends = (mask.sum(1) - 1).tolist()  # each row's last position
+    rows: list[int] = []
+    cols: list[int] = []
+    for r, t in enumerate(targets):
+        rows += [r] * len(t)
+        cols += range(ends[r] - len(t) + 1, ends[r] + 1)
+    at = hidden[torch.tensor(rows), torch.tensor(cols)]
+    logits = lm.model.item_logits(at, lm.item_token_ids().to(at.device)).float()
+    flat = torch.tensor([x for t in targets for x in t], device=logits.device)
+    ce = nn.functional.cross_entropy(logits, flat, reduction="none")
+    return ce, torch.tensor(rows, device=ce.device)
+
+
+@torch.no_grad()
+def mean_target_logp(
+    lm: RecLM,
+    fields: Sequence[PromptFields],
+    targets: Sequence[int],
+    owner: Sequence[int],
+    vectors: torch.Tensor,
+    template: str,
+) -> np.ndarray:
+    """[owners] each owner's mean log-probability of their rows' targets, every row's prompt
+    with its owner's vectors [owners, k, d] (`rows_per_call` rows per forward pass)."""
+    logps = []
+    step = rows_per_call(lm.device)
+    for lo in range(0, len(fields), step):
+        rows = list(owner[lo : lo + step])
+        logits = soft_item_logits(lm, fields[lo : lo + step], vectors[rows], template).float()
+        at = torch.tensor(targets[lo : lo + step], device=logits.device)
+        logps.append(target_ranks_and_logps(logits, at)[1])
+    n = len(vectors)
+    total = np.zeros(n)
+    np.add.at(total, list(owner), np.concatenate(logps) if logps else [])
+    return total / np.maximum(np.bincount(list(owner), minlength=n), 1)
 
 
 @torch.no_grad()

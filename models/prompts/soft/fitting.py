@@ -21,15 +21,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
 
 from promptrec.models.prompts.selection import SearchExamples
 from promptrec.models.prompts.soft.composer import (
     SoftComposer,
-    encode_fields,
     interest,
-    soft_item_logits,
-    splice,
+    mean_target_logp,
+    teacher_forced_ce,
 )
 from promptrec.models.prompts.soft.config import SoftConfig
 from promptrec.models.rlm.model import RecLM
@@ -72,12 +70,8 @@ def _users(examples: SearchExamples) -> list[_User | None]:
     """Per user of `examples`: the fit window (their search examples, oldest first: the first
     one's prompt, then every search target) and their held-out examples; None for a user
     without both."""
-    rows: list[list[int]] = [[] for _ in examples.users]
-    for j, u in enumerate(examples.owner):
-        rows[u].append(j)
     out: list[_User | None] = []
-    for js in rows:
-        js = sorted(js, key=lambda j: len(examples.fields[j].history))
+    for js in examples.by_user():
         search = [j for j in js if not examples.held_out[j]]
         held = [j for j in js if examples.held_out[j]]
         if not search or not held or not examples.fields[search[0]].history:
@@ -99,47 +93,32 @@ def _sequence_loss(
     lm: RecLM, users: list[_User], vectors: torch.Tensor, template: str
 ) -> torch.Tensor:
     """[B] each user's mean next-item cross-entropy over their fit window (one pass)."""
-    fields = [PromptFields(u.fit.history + u.items, u.fit.profile, u.fit.taste) for u in users]
-    embeds, mask = splice(lm, encode_fields(lm, fields, template), vectors)
-    hidden = lm.model(inputs_embeds=embeds, attention_mask=mask)
-    ends = (mask.sum(1) - 1).tolist()
-    cols: list[int] = []
-    rows, targets, owner = [], [], []
-    for r, u in enumerate(users):
-        n = len(u.targets)
-        rows += [r] * n
-        cols += range(ends[r] - n + 1, ends[r] + 1)
-        targets += u.targets
-        owner += [r] * n
-    at = hidden[torch.tensor(rows), torch.tensor(cols)]
-    logits = lm.model.item_logits(at, lm.item_token_ids().to(at.device)).float()
-    ce = nn.functional.cross_entropy(
-        logits, torch.tensor(targets, device=logits.device), reduction="none"
+    ce, rows = teacher_forced_ce(
+        lm,
+        [u.fit for u in users],
+        [u.items for u in users],
+        [u.targets for u in users],
+        vectors,
+        template,
     )
-    index = torch.tensor(owner, device=ce.device)
-    total = torch.zeros(len(users), device=ce.device).index_add(0, index, ce)
-    count = torch.zeros(len(users), device=ce.device).index_add(0, index, torch.ones_like(ce))
+    total = torch.zeros(len(users), device=ce.device).index_add(0, rows, ce)
+    count = torch.zeros(len(users), device=ce.device).index_add(0, rows, torch.ones_like(ce))
     return total / count
 
 
-@torch.no_grad()
 def held_out_logp(
     lm: RecLM, users: list[_User], vectors: torch.Tensor, template: str
 ) -> np.ndarray:
     """[B] each user's mean log-probability of their held-out items with these vectors."""
-    fields, targets, owner = [], [], []
-    for r, u in enumerate(users):
-        for f, target in u.held_out:
-            fields.append(f)
-            targets.append(target)
-            owner.append(r)
-    logits = soft_item_logits(lm, fields, vectors[owner], template).float()
-    logp = torch.log_softmax(logits, 1).gather(
-        1, torch.tensor(targets, device=logits.device)[:, None]
+    rows = [(r, f, target) for r, u in enumerate(users) for f, target in u.held_out]
+    return mean_target_logp(
+        lm,
+        [f for _, f, _ in rows],
+        [t for _, _, t in rows],
+        [r for r, _, _ in rows],
+        vectors,
+        template,
     )
-    out = np.zeros(len(users))
-    np.add.at(out, owner, logp[:, 0].cpu().numpy())
-    return out / np.array([len(u.held_out) for u in users])
 
 
 def _check_steps(config: SoftConfig) -> set[int]:

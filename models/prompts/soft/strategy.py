@@ -24,19 +24,13 @@ def latest_fields(examples: SearchExamples) -> list[PromptFields]:
     """Per user: their history through their last selection item, with the words of their
     latest example (examples hold no catalogue to restate the taste; callers that have one, the
     worker and the CLI, pass `fit_users` the exact current fields instead)."""
-    latest: dict[int, int] = {}
-    for j, u in enumerate(examples.owner):
-        if u not in latest or len(examples.fields[j].history) > len(
-            examples.fields[latest[u]].history
-        ):
-            latest[u] = j
     out = []
-    for u in range(len(examples.users)):
-        if u not in latest:
+    for js in examples.by_user():
+        if not js:
             out.append(PromptFields([]))
             continue
-        f = examples.fields[latest[u]]
-        out.append(PromptFields([*f.history, examples.targets[latest[u]]], f.profile, f.taste))
+        f = examples.fields[js[-1]]
+        out.append(PromptFields([*f.history, examples.targets[js[-1]]], f.profile, f.taste))
     return out
 
 

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm.auto import tqdm
 
 from promptrec.models.metrics import per_user_metrics, target_ranks
@@ -25,10 +24,9 @@ from promptrec.models.prompts.selection import SearchExamples
 from promptrec.models.prompts.soft.composer import (
     SoftComposer,
     check_template,
-    encode_fields,
     interest,
     soft_item_logits,
-    splice,
+    teacher_forced_ce,
 )
 from promptrec.models.prompts.soft.config import SoftConfig
 from promptrec.models.rlm.model import RecLM
@@ -70,10 +68,7 @@ class Validation:
 
 def _windows(examples: SearchExamples) -> list[list[int]]:
     """Per user: their search examples' indices, oldest first (consecutive predictions)."""
-    rows: list[list[int]] = [[] for _ in examples.users]
-    for j in examples.subset(held_out=False):
-        rows[examples.owner[j]].append(j)
-    return [sorted(js, key=lambda j: len(examples.fields[j].history)) for js in rows]
+    return [[j for j in js if not examples.held_out[j]] for js in examples.by_user()]
 
 
 def _samples(
@@ -95,23 +90,12 @@ def _batch_loss(
 ) -> torch.Tensor:
     """Cross-entropy of each sample's targets, the first predicted from the prompt's history,
     the others from the teacher-forced items after it (one pass, every position)."""
-    vectors = composer(interest(lm, [s.fields for s in batch], config))
-    fields = [
-        PromptFields(s.fields.history + s.items, s.fields.profile, s.fields.taste) for s in batch
-    ]
-    embeds, mask = splice(lm, encode_fields(lm, fields, config.template), vectors)
-    hidden = lm.model(inputs_embeds=embeds, attention_mask=mask)
-    ends = (mask.sum(1) - 1).tolist()  # each row's last position
-    cols: list[int] = []
-    rows, targets = [], []
-    for r, s in enumerate(batch):
-        n = len(s.targets)
-        rows += [r] * n
-        cols += range(ends[r] - n + 1, ends[r] + 1)
-        targets += s.targets
-    at = hidden[torch.tensor(rows), torch.tensor(cols)]
-    logits = lm.model.item_logits(at, lm.item_token_ids().to(at.device)).float()
-    return nn.functional.cross_entropy(logits, torch.tensor(targets, device=logits.device))
+    prompts = [s.fields for s in batch]
+    vectors = composer(interest(lm, prompts, config))
+    ce, _ = teacher_forced_ce(
+        lm, prompts, [s.items for s in batch], [s.targets for s in batch], vectors, config.template
+    )
+    return ce.mean()
 
 
 @torch.inference_mode()
