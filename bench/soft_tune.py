@@ -28,8 +28,7 @@ from promptrec.models.model_context import load_context
 from promptrec.models.prompts.selection import training_examples
 from promptrec.models.prompts.soft.config import SoftConfig
 from promptrec.models.prompts.soft.fitting import fit_users
-from promptrec.models.prompts.soft.pipeline import tuning_examples, validation_set
-from promptrec.models.prompts.soft.training import tune_composer
+from promptrec.models.prompts.soft.pipeline import tune_on_splits
 
 COMPOSERS = ({"n_vectors": 4}, {"n_vectors": 8})
 FITS = (
@@ -64,13 +63,7 @@ def main() -> None:
     rows, plain = [], None
     for composer_setting in COMPOSERS:
         config = replace(SoftConfig(), **composer_setting)
-        composer, log = tune_composer(
-            lm,
-            tuning_examples(splits, catalog, profiles, config),
-            validation_set(splits, catalog, profiles),
-            config,
-            progress=True,
-        )
+        composer, log = tune_on_splits(lm, splits, catalog, profiles, config)
         if plain is None:
             with torch.inference_mode():
                 plain = ndcg(rlm_scores(lm, fields, config.template))

@@ -29,11 +29,14 @@ from promptrec.models.cold_stream import ColdStream, ScoreFn
 from promptrec.models.data.splits import Splits
 from promptrec.models.evaluation import user_fields
 from promptrec.models.prompts.selection import training_examples
-from promptrec.models.prompts.soft.composer import SoftComposer, interest, soft_item_logits
+from promptrec.models.prompts.soft.composer import (
+    SoftComposer,
+    served_vectors,
+    soft_item_logits,
+)
 from promptrec.models.prompts.soft.config import SoftConfig
 from promptrec.models.prompts.soft.fitting import FitOutcome, fit_users
-from promptrec.models.prompts.soft.pipeline import tuning_examples, validation_set
-from promptrec.models.prompts.soft.training import tune_composer
+from promptrec.models.prompts.soft.pipeline import tune_on_splits
 from promptrec.models.rlm.model import RecLM
 from promptrec.models.templates import PromptFields
 from promptrec.models.user_context import ItemCatalog
@@ -49,14 +52,13 @@ def soft_scores(
     fields: list[PromptFields],
     stored: list[np.ndarray | None] | None = None,
 ) -> np.ndarray:
-    """Item scores with each row's stored vectors, else the composition from its fields."""
+    """Item scores with each row's stored vectors, else the composition from its fields (the
+    interest pass only for those rows)."""
+    stored = stored or [None] * len(fields)
     out = []
     for lo in range(0, len(fields), ROWS):
         chunk = fields[lo : lo + ROWS]
-        vectors = composer(interest(lm, chunk, config))
-        for i in range(len(chunk)):
-            if stored is not None and stored[lo + i] is not None:
-                vectors[i] = torch.from_numpy(stored[lo + i]).to(vectors.device)
+        vectors = served_vectors(lm, composer, config, chunk, stored[lo : lo + ROWS])
         out.append(soft_item_logits(lm, chunk, vectors, config.template).float().cpu().numpy())
     return np.concatenate(out)
 
@@ -93,13 +95,7 @@ def soft_section(
     log, cost)."""
     cost: dict[str, Any] = {}
     t0 = time.perf_counter()
-    composer, log = tune_composer(
-        lm,
-        tuning_examples(splits, catalog, profiles, config),
-        validation_set(splits, catalog, profiles),
-        config,
-        progress=True,
-    )
+    composer, log = tune_on_splits(lm, splits, catalog, profiles, config)
     cost["soft_tuning_seconds"] = round(time.perf_counter() - t0, 1)
 
     users = list(range(len(splits.users)))

@@ -230,3 +230,23 @@ def interest(
     if not out:
         return torch.zeros(0, 2 * lm.model.config.n_embd, device=lm.device)
     return torch.cat(out)
+
+
+@torch.no_grad()
+def served_vectors(
+    lm: RecLM,
+    composer: SoftComposer,
+    config: SoftConfig,
+    fields: Sequence[PromptFields],
+    stored: Sequence[np.ndarray | None],
+) -> torch.Tensor:
+    """[B, k, d]: each row's stored vectors, else the composition from its fields (one interest
+    pass, for those rows only)."""
+    out = torch.zeros(len(fields), config.n_vectors, lm.model.config.n_embd, device=lm.device)
+    need = [i for i, v in enumerate(stored) if v is None]
+    for i, v in enumerate(stored):
+        if v is not None:
+            out[i] = torch.from_numpy(np.asarray(v)).to(out.device)
+    if need:
+        out[need] = composer(interest(lm, [fields[i] for i in need], config)).to(out.dtype)
+    return out

@@ -12,15 +12,12 @@ from pathlib import Path
 from promptrec.models.data.splits import Splits
 from promptrec.models.evaluation import user_fields
 from promptrec.models.prompts.runs import resumed, search_in_chunks
-from promptrec.models.prompts.selection import (
-    SearchExamples,
-    training_examples,
-    users_to_search,
-)
+from promptrec.models.prompts.selection import training_examples, users_to_search
+from promptrec.models.prompts.soft.composer import SoftComposer
 from promptrec.models.prompts.soft.config import SoftConfig
 from promptrec.models.prompts.soft.fitting import fit_users
 from promptrec.models.prompts.soft.state import SoftPromptSet, SoftState
-from promptrec.models.prompts.soft.training import Validation, tune_composer
+from promptrec.models.prompts.soft.training import TuningLog, Validation, tune_composer
 from promptrec.models.rlm.model import RecLM
 from promptrec.models.user_context import ItemCatalog
 
@@ -35,20 +32,22 @@ class _TuningSelection:
         self.selection_per_user, self.held_out_per_user = config.tune_history, 0
 
 
-def tuning_examples(
-    splits: Splits, catalog: ItemCatalog, profiles: list[list[str]], config: SoftConfig
-) -> SearchExamples:
-    """The warm users' recent training predictions the composer is tuned on."""
-    return training_examples(
-        splits, splits.user_indices("warm"), profiles, catalog, _TuningSelection(config)
-    )
-
-
-def validation_set(splits: Splits, catalog: ItemCatalog, profiles: list[list[str]]) -> Validation:
-    """Every user's validation item, predicted from their training history with its words."""
+def tune_on_splits(
+    lm: RecLM,
+    splits: Splits,
+    catalog: ItemCatalog,
+    profiles: list[list[str]],
+    config: SoftConfig,
+    progress: bool = True,
+) -> tuple[SoftComposer, TuningLog]:
+    """The composer tuned on the warm users' recent training predictions, the epoch chosen on
+    every user's validation item (from their training history, with its words)."""
+    warm = splits.user_indices("warm")
+    examples = training_examples(splits, warm, profiles, catalog, _TuningSelection(config))
     users = range(len(splits.users))
     fields = user_fields(splits, catalog, profiles, users, "valid")
-    return Validation(fields, [splits.target(u, "valid") for u in users])
+    validation = Validation(fields, [splits.target(u, "valid") for u in users])
+    return tune_composer(lm, examples, validation, config, progress=progress)
 
 
 def run_soft_search(
@@ -68,13 +67,7 @@ def run_soft_search(
     fresh = SoftPromptSet(task, config, SoftState(), fingerprint)
     prompt_set = resumed(out, resume, fresh, SoftPromptSet.load)
     if prompt_set.state.composer is None:
-        tuned, log = tune_composer(
-            lm,
-            tuning_examples(splits, catalog, profiles, config),
-            validation_set(splits, catalog, profiles),
-            config,
-            progress=progress,
-        )
+        tuned, log = tune_on_splits(lm, splits, catalog, profiles, config, progress)
         prompt_set.state = replace(prompt_set.state, composer=tuned, training=log.as_dict())
         prompt_set.save(out)
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 
 from promptrec.models.prompts.names import StrategyName
 from promptrec.models.prompts.protocol import PromptBatch
 from promptrec.models.prompts.selection import SearchExamples
-from promptrec.models.prompts.soft.composer import encode_fields, interest, splice
+from promptrec.models.prompts.soft.composer import encode_fields, served_vectors, splice
 from promptrec.models.prompts.soft.config import SoftConfig
 from promptrec.models.prompts.soft.fitting import fit_users
 from promptrec.models.prompts.soft.state import SoftState
@@ -63,7 +62,6 @@ class SoftStrategy:
         state.apply(dict(zip(examples.users, outcomes, strict=True)))
         return state
 
-    @torch.no_grad()
     def vectors(
         self, state: SoftState, users: Sequence[str], fields: Sequence[PromptFields]
     ) -> torch.Tensor | None:
@@ -71,18 +69,8 @@ class SoftStrategy:
         batched pass for all such users); None while there is no composer."""
         if state.composer is None:
             return None
-        width = self.lm.model.config.n_embd
-        out = torch.zeros(len(users), self.config.n_vectors, width, device=self.lm.device)
-        need = []
-        for i, u in enumerate(users):
-            if u in state.outcomes:
-                out[i] = torch.from_numpy(np.asarray(state.outcomes[u].vectors)).to(out.device)
-            else:
-                need.append(i)
-        if need:
-            composed = state.composer(interest(self.lm, [fields[i] for i in need], self.config))
-            out[need] = composed.to(out.dtype)
-        return out
+        stored = [state.outcomes[u].vectors if u in state.outcomes else None for u in users]
+        return served_vectors(self.lm, state.composer, self.config, fields, stored)
 
     def encode(
         self, state: SoftState, users: Sequence[str], fields: Sequence[PromptFields]
